@@ -1,0 +1,146 @@
+"""The experiment's settings as plain dataclasses (no absl here: the library never reads flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Optional, Tuple
+
+DEPTHS = (18, 34, 50, 101)
+LAYOUTS = ("torchvision", "keras")
+PRETRAINS = ("imagenet", "fashion_mnist", "none")
+AUGMENTS = ("none", "on_side", "complete")
+STRATEGIES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
+MIXED_PRECISIONS = ("none", "float16", "bfloat16")
+
+# The paper's learning rates (section 5), used when the LR range test is off.
+PAPER_LR_HEAD = 0.03
+PAPER_LR_FINE_TUNE = 0.001
+PAPER_LR_SCRATCH = 0.0002
+PAPER_LR_FASHION_MNIST = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that decides what a run computes. Fields that only change speed or where files go are marked
+    in `NOT_IN_RUN_ID` and do not change the run id."""
+
+    # model
+    depth: int = 18
+    layout: str = "torchvision"
+    pretrain: str = "fashion_mnist"
+    weights: Optional[str] = None  # file/dir with ImageNet or Fashion-MNIST weights; None: the default places
+    head_units: Tuple[int, ...] = (1024, 512)
+    head_dropout: Tuple[float, ...] = (0.5, 0.25)
+    frozen_convs: int = 6
+    # data
+    data: str = "embedded"  # "embedded" or a folder with one subfolder per class
+    class_dirs: Tuple[str, str] = ("meteor", "non_meteor")
+    image_size: int = 224
+    augment: str = "none"
+    embedded_meteors: int = 1000
+    embedded_non_meteors: int = 660
+    # evaluation
+    folds: int = 10  # 1 = a single hold-out run
+    holdout_fraction: float = 0.2
+    val_fraction: float = 0.15  # inner validation split of the training folds
+    target_recall: float = 0.99
+    # training
+    fine_tune: bool = True
+    head_epochs: int = 7
+    fine_tune_epochs: int = 7
+    batch_size: int = 32
+    lr_find: bool = False
+    lr_head: Optional[float] = None  # None: the paper's value (or the LR range test's suggestion with lr_find)
+    lr_fine_tune: Optional[float] = None
+    weight_decay: float = 0.0
+    sgdr_first_cycle_epochs: float = 1.0
+    sgdr_t_mul: float = 2.0
+    sgdr_m_mul: float = 1.0
+    sgdr_min_lr: float = 1e-5
+    # Fashion-MNIST pretraining (pretrain="fashion_mnist")
+    fmnist_image_size: int = 32
+    fmnist_epochs: int = 2
+    fmnist_examples: int = 0  # 0 = all 60,000
+    fmnist_lr: float = 0.01
+    retrain_final: bool = True
+    # execution (not part of the run id)
+    strategy: str = "auto"
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    cache_features: bool = True
+    seed: int = 42
+    output_dir: str = "runs"
+    run_id: Optional[str] = None
+    tfds_data_dir: Optional[str] = None
+    pretrain_cache_dir: Optional[str] = None
+
+    NOT_IN_RUN_ID = ("strategy", "mixed_precision", "jit_compile", "cache_features", "output_dir", "run_id",
+                     "tfds_data_dir", "pretrain_cache_dir")
+
+    def __post_init__(self):
+        _check("depth", self.depth, DEPTHS)
+        _check("layout", self.layout, LAYOUTS)
+        _check("pretrain", self.pretrain, PRETRAINS)
+        _check("augment", self.augment, AUGMENTS)
+        _check("strategy", self.strategy, STRATEGIES)
+        _check("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        if self.layout == "keras" and self.depth not in (50, 101):
+            raise ValueError(f"--layout=keras exists for depth 50 and 101 only (keras.applications); "
+                             f"got --depth={self.depth}. Use --layout=torchvision.")
+        if self.image_size < 32:
+            raise ValueError(f"--image_size must be at least 32 pixels, got {self.image_size}")
+        if len(self.head_units) != len(self.head_dropout):
+            raise ValueError(f"--head_units ({self.head_units}) and --head_dropout ({self.head_dropout}) "
+                             "need the same number of entries")
+        if self.folds < 1:
+            raise ValueError(f"--folds must be >= 1 (1 = single hold-out run), got {self.folds}")
+        if not 0 <= self.frozen_convs:
+            raise ValueError(f"--frozen_convs must be >= 0, got {self.frozen_convs}")
+
+    @property
+    def lr_head_value(self) -> float:
+        """The head-phase LR when the LR range test is off (the paper's: 0.03 pretrained, 0.0002 scratch)."""
+        if self.lr_head is not None:
+            return self.lr_head
+        return PAPER_LR_SCRATCH if self.pretrain == "none" else PAPER_LR_HEAD
+
+    @property
+    def lr_fine_tune_value(self) -> float:
+        if self.lr_fine_tune is not None:
+            return self.lr_fine_tune
+        return PAPER_LR_SCRATCH if self.pretrain == "none" else PAPER_LR_FINE_TUNE
+
+    @property
+    def normalization(self) -> str:
+        """How pixels are normalised inside the model: as the weights in use expect."""
+        if self.pretrain == "imagenet":
+            return "caffe" if self.layout == "keras" else "torch"
+        return "unit"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+    def derived_run_id(self) -> str:
+        """Stable id from the settings that decide the results, so rerunning a command finds its run."""
+        if self.run_id:
+            return self.run_id
+        fields = {k: v for k, v in self.to_dict().items() if k not in self.NOT_IN_RUN_ID}
+        digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        tune = "ft" if self.fine_tune else "head"
+        return f"resnet{self.depth}-{self.pretrain}-{self.augment}-{self.image_size}px-{self.folds}fold-{tune}-{digest}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**d)
+
+
+def _check(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"--{name}={value!r} is not one of {', '.join(map(str, allowed))}")
