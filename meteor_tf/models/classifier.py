@@ -1,0 +1,160 @@
+"""The paper's classifier: grayscale 0..255 image → preprocess → ResNet backbone → global average pool → head.
+
+The head follows the paper (section 4): fully connected layers of 1024 and 512 units with 50% and 25% dropout, then a
+softmax over the classes (`meteor_tf.CLASS_NAMES`, column 0 = meteor).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from meteor_tf.models import resnet
+
+NORMALIZATIONS = ("torch", "caffe", "unit")
+# ImageNet statistics in RGB order: torchvision's mean/std on 0..1, Caffe's (keras.applications) mean on 0..255.
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="meteor_tf")
+class Preprocess(layers.Layer):
+    """Grayscale 0..255 → what the backbone's weights expect: replicate to the stem's channels, then normalise.
+
+    Modes: "torch" (x/255, ImageNet mean/std per RGB channel), "caffe" (RGB→BGR, minus the Caffe means, on 0..255),
+    "unit" (x/127.5 − 1). A 1-channel stem gets the mean of the per-channel constants, which matches its kernels
+    being the RGB kernels summed.
+    """
+
+    def __init__(self, mode: str = "unit", channels: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.mode = mode
+        self.channels = channels
+        self.scale, self.offset = _affine(mode, channels)
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.channels == 3 and x.shape[-1] == 1:
+            # Gray is the same in R, G and B, so "RGB→BGR" needs no flip after replicating.
+            x = ops.concatenate([x, x, x], axis=-1)
+        elif self.mode == "caffe" and self.channels == 3:
+            x = ops.flip(x, axis=-1)  # real RGB input: Caffe weights want BGR
+        # x * scale + offset is the normalisation folded into one affine map per channel.
+        scale = ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
+        offset = ops.convert_to_tensor(self.offset, dtype=self.compute_dtype)
+        return x * scale + offset
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.channels,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode, "channels": self.channels})
+        return config
+
+
+def _affine(mode, channels):
+    """(scale, offset) per channel so that normalised = x * scale + offset, x in 0..255, in the stem's order."""
+    if mode == "unit":
+        scale, offset = np.full(3, 1 / 127.5), np.full(3, -1.0)
+    elif mode == "torch":
+        mean, std = np.array(TORCH_MEAN), np.array(TORCH_STD)
+        scale, offset = 1 / (255.0 * std), -mean / std
+    else:  # caffe: the stem sees BGR channels minus the BGR means
+        scale, offset = np.ones(3), -np.array(CAFFE_MEAN_BGR)
+    if channels == 1:
+        # One gray channel feeds summed RGB kernels: use the mean statistics of the three channels.
+        if mode == "torch":
+            mean, std = np.mean(TORCH_MEAN), np.mean(TORCH_STD)
+            scale, offset = np.array([1 / (255.0 * std)]), np.array([-mean / std])
+        else:
+            scale, offset = scale[:1], np.array([offset.mean()])
+    return tuple(float(v) for v in scale), tuple(float(v) for v in offset)
+
+
+def build_head(feature_dim: int, head_units: Sequence[int] = (1024, 512),
+               head_dropout: Sequence[float] = (0.5, 0.25), num_classes: int = 2, name: str = "head") -> keras.Model:
+    """The paper's head on pooled features: Dense+ReLU+Dropout per width, then a float32 softmax `predictions`.
+
+    Built alone so training on cached backbone features can reuse exactly this model.
+    """
+    if len(head_units) != len(head_dropout):
+        raise ValueError(f"head_units {tuple(head_units)} and head_dropout {tuple(head_dropout)} need the same length")
+    features = keras.Input(shape=(feature_dim,), name="features")
+    x = features
+    for index, (units, rate) in enumerate(zip(head_units, head_dropout), start=1):
+        x = layers.Dense(units, activation="relu", name=f"fc{index}")(x)
+        x = layers.Dropout(rate, name=f"dropout{index}")(x)
+    # float32 softmax keeps probabilities exact under mixed precision.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(features, outputs, name=name)
+
+
+def build_classifier(depth: int, layout: str = "torchvision", image_size: Optional[int] = 224,
+                     normalization: str = "unit", head_units: Sequence[int] = (1024, 512),
+                     head_dropout: Sequence[float] = (0.5, 0.25), num_classes: int = 2, stem_channels: int = 3,
+                     name: Optional[str] = None) -> keras.Model:
+    """Build the full classifier on (N, image_size, image_size, 1) float32 gray images in 0..255.
+
+    Parts, by name: `preprocess` (`Preprocess` layer), `backbone` (sub-model, `resnet.build_backbone`), `avg_pool`,
+    `head` (sub-model, `build_head`). `image_size=None` builds a size-agnostic model (at least 32 px at call time).
+    """
+    resnet.check_architecture(depth, layout)
+    if image_size is not None and image_size < resnet.MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {resnet.MIN_IMAGE_SIZE} pixels, got {image_size}")
+    images = keras.Input(shape=(image_size, image_size, 1), dtype="float32", name="image")
+    x = Preprocess(normalization, stem_channels, name="preprocess")(images)
+    backbone = resnet.build_backbone(depth, layout, input_shape=(image_size, image_size, stem_channels),
+                                     input_channels=stem_channels, name="backbone")
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = build_head(resnet.feature_channels(depth), head_units, head_dropout, num_classes)(x)
+    return keras.Model(images, outputs, name=name or f"resnet{depth}_classifier")
+
+
+def build_classifier_from_config(config, num_classes: int = 2) -> keras.Model:
+    """Build the classifier an `ExperimentConfig` describes (normalisation as its weights expect)."""
+    return build_classifier(config.depth, config.layout, image_size=config.image_size,
+                            normalization=config.normalization, head_units=tuple(config.head_units),
+                            head_dropout=tuple(config.head_dropout), num_classes=num_classes)
+
+
+def flops_per_image(depth: int, layout: str = "torchvision", image_size: int = 224,
+                    head_units: Sequence[int] = (1024, 512), num_classes: int = 2) -> int:
+    """Forward-pass FLOPs for one image: 2 × the multiply-adds of every conv and dense layer.
+
+    Counted from the layer shapes of the built classifier (BatchNorm, ReLU, pooling and additions are left out, as
+    in the usual ResNet figures: ResNet-50 ≈ 4.1 G multiply-adds at 224 px).
+    """
+    model = build_classifier(depth, layout, image_size=image_size, head_units=head_units,
+                             head_dropout=tuple(0.0 for _ in head_units), num_classes=num_classes)
+    return count_flops(model)
+
+
+def count_flops(model: keras.Model) -> int:
+    """2 × multiply-adds of the Conv2D and Dense layers of a model with static shapes (sub-models included)."""
+    total = 0
+    for layer in _leaf_layers(model):
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, _ = layer.output.shape
+            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+            total += height * width * kernel_h * kernel_w * channels_in * channels_out
+        elif isinstance(layer, layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return 2 * int(total)
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer

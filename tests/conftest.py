@@ -1,0 +1,41 @@
+"""Shared fixtures: small capture folders written by the tests themselves (no downloads)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def draw_capture(rng, meteor: bool, size: int = 48) -> np.ndarray:
+    """A tiny night-sky-like capture: noise and stars; a meteor is a bright straight streak, a non-meteor a blob."""
+    img = rng.normal(18, 4, (size, size)).clip(0, 255)
+    for _ in range(6):
+        y, x = rng.integers(0, size, 2)
+        img[y, x] = 200
+    if meteor:
+        y0, x0, y1, x1 = rng.integers(4, size - 4, 4)
+        for t in np.linspace(0, 1, 4 * size):
+            img[int(y0 + t * (y1 - y0)), int(x0 + t * (x1 - x0))] = 230
+    else:
+        cy, cx = rng.integers(8, size - 8, 2)
+        yy, xx = np.mgrid[:size, :size]
+        img += 150 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 18.0)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def write_capture_folder(root, meteors=12, non_meteors=10, seed=0, size=48):
+    rng = np.random.default_rng(seed)
+    for cls, n in (("meteor", meteors), ("non_meteor", non_meteors)):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(draw_capture(rng, cls == "meteor", size)).save(root / cls / f"{cls}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture()
+def capture_folder(tmp_path):
+    return write_capture_folder(tmp_path / "captures")
