@@ -1,0 +1,30 @@
+"""In-memory arrays → tf.data input pipeline for training and evaluation."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from meteor_tf.data.augment import build_augmentation
+
+
+def make_dataset(images, labels, batch_size: int, training: bool, augment: str = "none", seed: int = 0,
+                 cache: bool = True) -> tf.data.Dataset:
+    """Batches of (images (B, S, S, 1) float32, labels (B,) int32).
+
+    Training: full shuffle (seeded, a new order each epoch) and, with `augment`, the augmentation layers per
+    batch. Evaluation: the arrays' order, no augmentation. The same seed gives the same batches run after run
+    (`options.deterministic`, seeded shuffle, seeded layers).
+    """
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    layers = build_augmentation(augment, seed=seed) if training else None
+    if layers is not None:
+        # Sequential map: the layers draw from a stateful seed generator, so parallel calls would race for it.
+        ds = ds.map(lambda x, y: (layers(x, training=True), y))
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

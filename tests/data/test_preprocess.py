@@ -1,0 +1,83 @@
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from meteor_tf.data import preprocess
+
+
+def encode(array, fmt, mode=None):
+    buffer = io.BytesIO()
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF"])
+def test_decode_formats_rgb(fmt):
+    image = preprocess.decode_image(encode(np.full((12, 20, 3), 200, np.uint8), fmt))
+    assert image.dtype == tf.uint8 and image.shape[:2] == (12, 20)
+    assert abs(int(image.numpy()[0, 0, 0]) - 200) <= 3
+
+
+@pytest.mark.parametrize("mode,channels", [("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4)])
+def test_decode_channels_and_grayscale(mode, channels):
+    shape = (10, 10) if channels == 1 else (10, 10, channels)
+    array = np.full(shape, 100, np.uint8)
+    image = preprocess.decode_image(encode(array, "PNG", mode))
+    assert image.shape == (10, 10, channels)
+    gray = preprocess.to_grayscale(image)
+    assert gray.shape == (10, 10, 1) and gray.dtype == tf.uint8
+    assert np.all(gray.numpy() == 100)  # alpha is dropped, equal RGB stays the same gray
+
+
+def test_16_bit_png_keeps_the_high_byte():
+    array = np.array([[0, 255, 256, 257, 32768, 65535]], np.uint16).repeat(2, axis=0)
+    image = preprocess.decode_image(encode(array, "PNG"))
+    assert image.dtype == tf.uint8
+    np.testing.assert_array_equal(image.numpy()[0, :, 0], [0, 0, 1, 1, 128, 255])
+
+
+def test_grayscale_with_channels_unknown_while_tracing():
+    fn = tf.function(preprocess.to_grayscale, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+    rgb = np.zeros((2, 2, 3), np.float32)
+    rgb[..., 0] = 255.0
+    np.testing.assert_allclose(fn(rgb).numpy(), 0.2989 * 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(fn(np.full((2, 2, 1), 7.0, np.float32)).numpy(), 7.0)
+
+
+def test_model_input_pads_with_black_and_keeps_geometry():
+    wide = np.full((20, 40, 1), 255, np.uint8)  # 2:1 white frame
+    out = preprocess.to_model_input(wide, 32).numpy()
+    assert out.shape == (32, 32, 1) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert np.all(out[:6] == 0) and np.all(out[-6:] == 0)  # black bands above and below (centred padding)
+    np.testing.assert_allclose(out[10:22], 255.0, atol=1e-3)  # the frame, not stretched over the square
+
+
+def test_model_input_takes_a_batch():
+    batch = np.zeros((3, 10, 20, 3), np.uint8)
+    assert preprocess.to_model_input(batch, 16).shape == (3, 16, 16, 1)
+
+
+def test_antialiased_resize_keeps_a_faint_one_pixel_streak():
+    # One horizontal 1-px streak at 10 consecutive rows: every sampling phase of a 640 → 224 resize.
+    value, rows = 40.0, range(300, 310)
+    frames = np.zeros((len(rows), 640, 640, 1), np.float32)
+    for k, r in enumerate(rows):
+        frames[k, r, :, 0] = value
+    plain = tf.image.resize(frames, (224, 224), method="bilinear").numpy().max(axis=(1, 2, 3))
+    ours = preprocess.to_model_input(frames, 224).numpy().max(axis=(1, 2, 3))
+    assert plain.min() < 0.05 * value  # plain bilinear loses the streak entirely at some positions
+    assert ours.min() > 0.15 * value  # antialiased: 1/5 to 1/3 of it survives wherever it lies
+
+
+def test_bytes_batch_in_a_serving_style_function():
+    fn = tf.function(lambda b: preprocess.preprocess_bytes_batch(b, 16),
+                     input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    images = [encode(np.full((10, 30), 90, np.uint8), "PNG"),
+              encode(np.full((40, 20, 3), 90, np.uint8), "JPEG")]
+    out = fn(tf.constant(images)).numpy()
+    assert out.shape == (2, 16, 16, 1)
+    np.testing.assert_allclose(out[0], preprocess.preprocess_bytes(images[0], 16).numpy())
