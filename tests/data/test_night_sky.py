@@ -1,0 +1,214 @@
+"""The embedded procedural night_sky dataset: plan, rendering, tfds builder, export and contact sheet (small sizes)."""
+
+import collections
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from meteor_tf.data.night_sky import render
+
+M, N, SEED = 12, 8, 1  # the small tfds build shared by this module
+
+
+def _decode(jpeg):
+    return np.asarray(Image.open(io.BytesIO(jpeg)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One small build (12 meteor + 8 non-meteor, 4x smaller images) in a temporary tfds data dir."""
+    from meteor_tf.data.night_sky import night_sky_builder, prepare
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    return prepare(night_sky_builder(data_dir, meteors=M, non_meteors=N, seed=SEED, small=True)), data_dir
+
+
+def _examples(builder, decode=True):
+    import tensorflow_datasets as tfds
+
+    kw = {} if decode else {"decoders": {"image": tfds.decode.SkipDecoding()}}
+    return list(builder.as_dataset(split="train", **kw).as_numpy_iterator())
+
+
+def test_plan_has_exact_counts_every_sub_label_and_shared_scenes():
+    plans = render.plan_dataset(100, 66, seed=0)
+    labels = collections.Counter()
+    subs = collections.Counter()
+    indices = []
+    for p in plans:
+        assert p.label == (0 if p.sub_label in render.METEOR_SUB_LABELS else 1)
+        assert len(p.kinds) == len(p.example_indices) in (1, 2)
+        assert set(p.kinds) <= set(render.KINDS)
+        if len(p.kinds) == 2:
+            assert p.kinds[0] == "frame" and p.kinds[1] in ("gmn_crop", "allsky_cutout")
+        labels[p.label] += len(p.kinds)
+        subs[p.sub_label] += len(p.kinds)
+        indices += p.example_indices
+    assert labels == {0: 100, 1: 66}
+    assert set(subs) == set(render.SUB_LABELS)
+    assert subs == {**render.sub_label_quotas(100, 0), **render.sub_label_quotas(66, 1)}
+    assert sorted(indices) == list(range(166))
+    assert [p.scene_id for p in plans] == list(range(len(plans)))
+    assert any(len(p.kinds) == 2 for p in plans)
+    assert render.plan_dataset(100, 66, seed=0) == plans
+
+
+def test_quotas_follow_proportions():
+    q = render.sub_label_quotas(660, 1)
+    assert sum(q.values()) == 660
+    assert q["airplane"] == max(q.values())
+    for sub, n in q.items():
+        assert abs(n - 660 * render.SUB_LABEL_PROPORTIONS[sub]) <= 2
+    assert sum(render.sub_label_quotas(3, 0).values()) == 3
+
+
+def test_generation_is_deterministic_per_seed():
+    a = list(render.generate_examples(3, 2, seed=5, small=True))
+    b = list(render.generate_examples(3, 2, seed=5, small=True))
+    c = list(render.generate_examples(3, 2, seed=6, small=True))
+    assert [k for k, _ in a] == [f"ns-{i:06d}" for i in range(5)]
+    assert [e["image"] for _, e in a] == [e["image"] for _, e in b]
+    assert [e["image"] for _, e in a] != [e["image"] for _, e in c]
+    # a capture depends on (seed, scene_id) only, not on what was generated before it
+    plan = render.plan_dataset(3, 2, seed=5)[-1]
+    again = render.render_scene(plan.sub_label, plan.kinds, render.scene_rng(5, plan.scene_id), render.SIZES["small"])
+    assert render.encode_jpeg(again[-1]) == a[-1][1]["image"]
+
+
+@pytest.mark.parametrize("sub_label", render.SUB_LABELS)
+def test_every_sub_label_renders_every_kind(sub_label):
+    sizes = render.SIZES["small"]
+    frame, gmn, cut = render.render_scene(sub_label, ("frame", "gmn_crop", "allsky_cutout"),
+                                          np.random.default_rng(3), sizes)
+    for img in (frame, gmn, cut):
+        assert img.dtype == np.uint8 and img.ndim == 2
+    assert frame.shape[::-1] in (sizes.cctv, sizes.allsky)
+    assert gmn.shape[0] == gmn.shape[1] and sizes.crop_min <= gmn.shape[0] <= sizes.crop_max
+    assert cut.shape[0] == cut.shape[1] and sizes.crop_min <= cut.shape[0] <= sizes.crop_max
+    assert frame.std() > 0.5  # noise at least
+
+
+def test_full_size_frame_and_crop_sizes():
+    sizes = render.SIZES["full"]
+    assert sizes.cctv == (640, 480) and sizes.allsky == (1280, 960)
+    assert (sizes.crop_min, sizes.crop_max) == (128, 640)
+    img = render.render_example("meteor", "gmn_crop", seed=2)
+    assert img.shape[0] == img.shape[1] and 128 <= img.shape[0] <= 640
+
+
+def test_meteor_streak_is_visible_above_the_sky():
+    """A bright meteor's streak rises well above the frame's median (the event is really drawn)."""
+    img = render.render_example("meteor_bright_flare", "gmn_crop", seed=0, small=True)
+    assert img.max() > np.median(img) + 60
+
+
+def test_tfds_build_counts_kinds_and_scene_sharing(built):
+    builder, _ = built
+    assert builder.info.name == "night_sky" and str(builder.info.version) == "1.0.0"
+    assert builder.builder_config.name == f"m{M}_n{N}_s{SEED}_small"
+    assert builder.info.features["label"].names == ["meteor", "non_meteor"]
+    assert list(builder.info.features["sub_label"].names) == list(render.SUB_LABELS)
+    exs = _examples(builder)
+    labels = collections.Counter(int(e["label"]) for e in exs)
+    assert labels == {0: M, 1: N}
+    ids = sorted(e["example_id"].decode() for e in exs)
+    assert ids == [f"ns-{i:06d}" for i in range(M + N)]
+    sizes = render.SIZES["small"]
+    by_scene = collections.defaultdict(list)
+    for e in exs:
+        img, kind = e["image"], e["kind"].decode()
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 1
+        h, w = img.shape[:2]
+        if kind == "frame":
+            assert (w, h) in (sizes.cctv, sizes.allsky)
+        else:
+            assert kind in ("gmn_crop", "allsky_cutout") and h == w and sizes.crop_min <= h <= sizes.crop_max
+        sub = render.SUB_LABELS[int(e["sub_label"])]
+        assert int(e["label"]) == (0 if sub in render.METEOR_SUB_LABELS else 1)
+        by_scene[int(e["scene_id"])].append(e)
+    plans = render.plan_dataset(M, N, SEED)
+    assert any(len(p.kinds) == 2 for p in plans), "pick a seed whose plan has a frame+crop scene"
+    for p in plans:
+        got = by_scene[p.scene_id]
+        assert sorted(e["kind"].decode() for e in got) == sorted(p.kinds)
+        assert len({int(e["label"]) for e in got}) == 1 and len({int(e["sub_label"]) for e in got}) == 1
+
+
+def test_tfds_bytes_are_the_generator_bytes(built):
+    builder, _ = built
+    stored = {e["example_id"].decode(): e["image"] for e in _examples(builder, decode=False)}
+    assert stored == {k: e["image"] for k, e in render.generate_examples(M, N, SEED, small=True)}
+    assert all(v[:2] == b"\xff\xd8" for v in stored.values())  # JPEG
+
+
+def test_load_night_sky_reuses_the_build(built):
+    from meteor_tf.data.night_sky import load_night_sky
+
+    _, data_dir = built
+    ex = next(iter(load_night_sky(data_dir, meteors=M, non_meteors=N, seed=SEED, small=True)))
+    assert set(ex) == {"image", "label", "sub_label", "scene_id", "kind", "example_id"}
+    assert ex["image"].dtype.name == "uint8" and ex["image"].shape[-1] == 1
+
+
+def test_config_names():
+    from meteor_tf.data.night_sky import NightSkyConfig
+
+    assert NightSkyConfig.make().name == "default"
+    c = NightSkyConfig.make(meteors=20, non_meteors=14, seed=1, small=True)
+    assert (c.name, c.meteors, c.non_meteors, c.seed, c.small) == ("m20_n14_s1_small", 20, 14, 1, True)
+    with pytest.raises(ValueError):
+        NightSkyConfig.make(meteors=0, non_meteors=0)
+
+
+def _run_cli(argv, **flag_values):
+    from meteor_tf.data import cli
+
+    args = ["meteor-dataset"] + [f"--{k}={v}" for k, v in flag_values.items()]
+    cli.FLAGS.unparse_flags()
+    cli.FLAGS(args)
+    try:
+        return cli.main(["meteor-dataset"] + argv)
+    finally:
+        cli.FLAGS.unparse_flags()
+
+
+def test_cli_export_layout_and_no_overwrite(built, tmp_path):
+    from absl import app
+
+    _, data_dir = built
+    common = dict(tfds_data_dir=data_dir, meteors=M, non_meteors=N, seed=SEED, small=True)
+    out = tmp_path / "export"
+    assert _run_cli(["export"], out=out, **common) == 0
+    meteor_files = sorted(p.name for p in (out / "meteor").iterdir())
+    non_files = sorted(p.name for p in (out / "non_meteor").iterdir())
+    assert len(meteor_files) == M and len(non_files) == N
+    assert all(f.startswith("ns-") and f.endswith(".jpg") for f in meteor_files + non_files)
+    assert any(s in meteor_files[0] for s in render.METEOR_SUB_LABELS)
+    first = out / "meteor" / meteor_files[0]
+    before = first.read_bytes()
+    assert _decode(before).ndim == 2
+    with pytest.raises(app.UsageError, match="already exist"):
+        _run_cli(["export"], out=out, **common)
+    assert _run_cli(["export"], out=out, overwrite=True, **common) == 0
+    assert first.read_bytes() == before
+
+
+def test_cli_contact_sheet_writes_png(built, tmp_path):
+    _, data_dir = built
+    png = tmp_path / "sheet.png"
+    assert _run_cli(["contact_sheet"], out=png, tfds_data_dir=data_dir, meteors=M, non_meteors=N, seed=SEED,
+                    small=True, per_sub_label=2) == 0
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_cli_rejects_unknown_command_and_keeps_its_flags_apart():
+    from absl import app, flags
+
+    from meteor_tf.data import cli
+
+    with pytest.raises(app.UsageError):
+        _run_cli(["nonsense"])
+    assert "seed" in cli.FLAGS and cli.FLAGS is not flags.FLAGS  # no clash with the experiment flags
