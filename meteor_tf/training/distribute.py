@@ -1,0 +1,229 @@
+"""tf.distribute strategies, mixed precision, and a custom training loop for multi-worker training.
+
+Keras 3 ``fit()`` under ``MultiWorkerMirroredStrategy`` is broken upstream (keras-team/keras#20585,
+tensorflow#72388: a PerReplica batch reaches ``strategy.reduce`` in the symbolic build, and scalar metric
+averaging reduces on ``axis=0``), so ``fit_custom_loop`` trains with ``strategy.run`` instead. ``fit()`` works
+under ``MirroredStrategy`` (one machine, several devices) and the default strategy.
+
+Requires the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional
+
+import keras
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+STRATEGY_NAMES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
+_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def make_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute.Strategy:
+    """Build a ``tf.distribute`` strategy by name.
+
+    - ``"auto"``: ``MirroredStrategy`` over all GPUs when there are any, else the default strategy.
+    - ``"cpu"``: ``OneDeviceStrategy`` on ``/cpu:0`` (even when GPUs exist).
+    - ``"mirrored"``: ``MirroredStrategy`` over all GPUs, or over all logical CPU devices when there is no GPU
+      (one CPU replica normally; several after ``tf.config.set_logical_device_configuration``).
+    - ``"multi_worker"``: ``MultiWorkerMirroredStrategy``; the cluster comes from the ``TF_CONFIG``
+    environment
+      variable (without it: a single worker). Train with ``fit_custom_loop``, not ``fit``.
+    - ``"tpu"``: ``TPUStrategy`` via ``TPUClusterResolver(tpu)`` (``tpu``: name or grpc address; None = the
+      environment's); raises ``RuntimeError`` when no TPU can be reached.
+    """
+    if name == "auto":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            logger.warning("strategy 'multi_worker' without TF_CONFIG: training on this machine only")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as e:
+            raise RuntimeError(f"--strategy=tpu: no TPU found ({type(e).__name__}: {e}). Run on a TPU VM, or "
+                               "pass "
+                               "the TPU's name/address, or pick another --strategy (auto, cpu, mirrored, "
+                               "multi_worker).") from e
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"strategy {name!r} is not one of {', '.join(STRATEGY_NAMES)}")
+
+
+def scaled_batch_size(per_replica: int, strategy: Optional[tf.distribute.Strategy] = None) -> int:
+    """Global batch size: ``per_replica`` times the strategy's replicas (all workers' devices)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return int(per_replica) * int(strategy.num_replicas_in_sync)
+
+
+def set_mixed_precision(mode: str = "none") -> str:
+    """Set Keras' global dtype policy: ``"none"`` → float32, ``"float16"`` → mixed_float16 (GPUs; ``compile``
+    wraps the optimizer in a LossScaleOptimizer), ``"bfloat16"`` → mixed_bfloat16 (TPUs, recent GPUs/CPUs).
+    Call it before building the model. Returns the policy name."""
+    if mode not in _POLICIES:
+        raise ValueError(f"mixed precision {mode!r} is not one of {', '.join(_POLICIES)}")
+    keras.mixed_precision.set_global_policy(_POLICIES[mode])
+    return _POLICIES[mode]
+
+
+def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
+    """True on the worker that should write outputs: task 0 of a multi-worker cluster (or the only
+    process)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
+                                            "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_save_path(path: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
+    """Where this worker saves: ``path`` on the chief, a per-worker temporary twin elsewhere (TF's
+    multi-worker guide: every worker saves, non-chiefs to a temporary place that is then deleted)."""
+    if is_chief(strategy):
+        return path
+    resolver = strategy.cluster_resolver
+    base, name = os.path.split(path)
+    return os.path.join(base or ".", f"workertemp_{resolver.task_type}_{resolver.task_id}", name)
+
+
+class CustomLoopResult(NamedTuple):
+    model: keras.Model
+    history: Dict[str, List[float]]  # "loss", "accuracy", "lr" (+ "val_loss", "val_accuracy") per epoch
+    optimizer: keras.optimizers.Optimizer
+
+
+def fit_custom_loop(build_model_fn: Callable[[], keras.Model],
+                    dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+                    epochs: int, strategy: Optional[tf.distribute.Strategy] = None,
+                    steps_per_epoch: Optional[int] = None,
+                    lr_fn: Optional[Callable[[int], float]] = None,
+                    optimizer_fn: Optional[Callable[[], keras.optimizers.Optimizer]] = None,
+                    val_dataset_fn: Optional[Callable[[tf.distribute.InputContext], tf.data.Dataset]] = None,
+                    validation_steps: Optional[int] = None, initial_epoch: int = 0,
+                    epoch_end_fn: Optional[Callable[[int, dict], None]] = None,
+                    verbose: int = 0) -> CustomLoopResult:
+    """Train a Keras classifier (softmax outputs, sparse integer labels) with a custom loop under
+    ``strategy``.
+
+    - ``build_model_fn()`` builds the model; it and the optimizer are created inside ``strategy.scope()``.
+    - ``dataset_fn(input_context)`` returns this input pipeline's dataset of ``(x, y)`` batches of the
+      *per-replica* size (``input_context.get_per_replica_batch_size(global_batch)``), sharded with
+      ``ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)`` when the workers read
+      the same source; it goes to ``strategy.distribute_datasets_from_function``. With ``steps_per_epoch`` the
+      dataset should repeat (the iterator carries over epochs; multi-worker training needs equal step counts
+      on every worker, so give ``steps_per_epoch`` there); without it each epoch is one pass.
+    - LR: ``lr_fn(global_step)`` (e.g. ``functools.partial(schedules.sgdr_lr, base_lr=...,
+    steps_per_epoch=...)``)
+      is assigned to the optimizer's float LR before every step; ``optimizer_fn()`` builds the optimizer
+      (default ``Adam(lr_fn(0))`` or ``Adam(1e-3)``). Under the mixed_float16 policy it is wrapped in a
+      ``LossScaleOptimizer``.
+    - The loss is the per-example sparse categorical cross-entropy averaged over the *global* batch
+      (``tf.nn.compute_average_loss``) plus the model's regularisation losses scaled per replica, so summing
+      the replicas' gradients gives the global-batch gradient.
+    - ``epoch_end_fn(epoch, logs)`` runs after each epoch (checkpoints, logging).
+
+    Returns ``CustomLoopResult(model, history, optimizer)``; ``model`` is an ordinary Keras model (evaluate,
+    predict, save or export it afterwards, under the same strategy scope for multi-device evaluation).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_model_fn()
+        if optimizer_fn is not None:
+            optimizer = optimizer_fn()
+        else:
+            optimizer = keras.optimizers.Adam(learning_rate=float(lr_fn(0)) if lr_fn else 1e-3)
+        if (keras.mixed_precision.global_policy().name == "mixed_float16"
+                and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # Create the slot variables now, in the scope: creating them inside strategy.run fails.
+        optimizer.build(model.trainable_variables)
+        loss_obj = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    train_dist = strategy.distribute_datasets_from_function(dataset_fn)
+    val_dist = strategy.distribute_datasets_from_function(val_dataset_fn) if val_dataset_fn else None
+
+    def _stats(y, probs, per_example):
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        pred = tf.argmax(tf.cast(probs, tf.float32), axis=-1)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32))
+        return tf.reduce_sum(tf.cast(per_example, tf.float32)), correct, tf.cast(tf.size(y), tf.float32)
+
+    def train_replica(x, y):
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            per_example = loss_obj(y, probs)
+            loss = tf.nn.compute_average_loss(per_example)  # / global batch (this batch × replicas)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss) if scales_loss else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return _stats(y, probs, per_example)
+
+    def eval_replica(x, y):
+        probs = model(x, training=False)
+        return _stats(y, probs, loss_obj(y, probs))
+
+    def _reduced(per_replica):
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in per_replica]
+
+    @tf.function
+    def train_step(batch):
+        return _reduced(strategy.run(train_replica, args=batch))
+
+    @tf.function
+    def eval_step(batch):
+        return _reduced(strategy.run(eval_replica, args=batch))
+
+    def _batches(dist, iterator, steps):
+        if steps is None:
+            yield from dist
+        else:
+            for _ in range(steps):
+                yield next(iterator)
+
+    history: Dict[str, List[float]] = {"loss": [], "accuracy": [], "lr": []}
+    train_iter = iter(train_dist) if steps_per_epoch is not None else None
+    step = initial_epoch * (steps_per_epoch or 0)
+    for epoch in range(initial_epoch, epochs):
+        t0 = time.time()
+        totals = [0.0, 0.0, 0.0]
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        for batch in _batches(train_dist, train_iter, steps_per_epoch):
+            if lr_fn is not None:
+                lr = float(lr_fn(step))
+                optimizer.learning_rate = lr  # variable assign: the traced step reads the new value
+            totals = [t + float(v) for t, v in zip(totals, train_step(batch))]
+            step += 1
+        n = max(totals[2], 1.0)
+        logs = {"loss": totals[0] / n, "accuracy": totals[1] / n, "lr": lr}
+        if val_dist is not None:
+            vt = [0.0, 0.0, 0.0]
+            for batch in _batches(val_dist, iter(val_dist), validation_steps):
+                vt = [t + float(v) for t, v in zip(vt, eval_step(batch))]
+            logs["val_loss"], logs["val_accuracy"] = vt[0] / max(vt[2], 1.0), vt[1] / max(vt[2], 1.0)
+        for k, v in logs.items():
+            history.setdefault(k, []).append(v)
+        if verbose:
+            logger.info("epoch %d/%d %.1fs %s", epoch + 1, epochs, time.time() - t0, json.dumps(logs))
+        if epoch_end_fn is not None:
+            epoch_end_fn(epoch, logs)
+    return CustomLoopResult(model, history, optimizer)

@@ -1,0 +1,116 @@
+"""compile_for_phase / train_phase on a toy model: trains, logs the LR per epoch, lr_find picks the LR."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from meteor_tf.training import phases, schedules
+
+
+def _data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] < 0).astype("int32")  # label 0 = "meteor"
+    return x, y
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+def _datasets():
+    x, y = _data()
+    train = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((x[64:], y[64:])).batch(16)
+    return train, val
+
+
+def test_compile_for_phase_optimizers_and_auc():
+    model = phases.compile_for_phase(_model(), 0.01)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert not isinstance(model.optimizer, keras.optimizers.AdamW)
+    model = phases.compile_for_phase(_model(), 0.01, weight_decay=1e-4, meteor_auc=True)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert model.optimizer.weight_decay == pytest.approx(1e-4)
+    x, y = _data()
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert {"loss", "accuracy", "meteor_auc"} <= set(logs)
+
+
+def test_meteor_auc_uses_class_zero():
+    auc = phases.MeteorAUC()
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], "float32")  # meteors ranked first
+    auc.update_state(y, probs)
+    assert float(auc.result()) == pytest.approx(1.0)
+
+
+def test_train_phase_trains_and_logs_lr_per_epoch(tmp_path):
+    train, val = _datasets()
+    model = phases.compile_for_phase(_model(), 0.05)
+    epochs = schedules.whole_cycle_epochs(2)  # 1 + 2
+    csv = tmp_path / "log.csv"
+    hist, lr_used = phases.train_phase(model, train, val, epochs=epochs, lr=0.05, steps_per_epoch=None,
+                                       min_lr=1e-4, callbacks=[keras.callbacks.CSVLogger(str(csv))])
+    assert lr_used == 0.05
+    h = hist.history
+    assert len(h["loss"]) == epochs and "val_loss" in h and "val_accuracy" in h
+    assert h["loss"][-1] < h["loss"][0]
+    spe = 4  # 64 examples / 16, from the dataset's cardinality
+    expected = [schedules.sgdr_lr(s * spe + spe - 1, 0.05, spe, min_lr=1e-4) for s in range(epochs)]
+    np.testing.assert_allclose(h["lr"], expected, rtol=1e-5)
+    assert "lr" in csv.read_text().splitlines()[0].split(",")
+
+
+def test_train_phase_resumes_schedule_from_initial_epoch():
+    train, val = _datasets()
+    model = phases.compile_for_phase(_model(), 0.05)
+    hist, _ = phases.train_phase(model, train, None, epochs=3, lr=0.05, steps_per_epoch=4, initial_epoch=2,
+                                 min_lr=1e-4)
+    assert hist.history["lr"] == pytest.approx([schedules.sgdr_lr(11, 0.05, 4, min_lr=1e-4)], rel=1e-5)
+
+
+def test_lr_find_changes_the_lr_used(tmp_path):
+    train, val = _datasets()
+    model = phases.compile_for_phase(_model(), 0.05)
+    plot = tmp_path / "lr_find.png"
+    hist, lr_used = phases.train_phase(model, train, val, epochs=1, lr=0.05, steps_per_epoch=4, lr_find=True,
+                                       lr_find_plot=str(plot), lr_find_kwargs={"num_iter": 40})
+    assert lr_used != 0.05 and 1e-7 <= lr_used <= 10
+    assert plot.exists()
+    # SGDR started its first cycle at the suggested LR
+    assert hist.history["lr"][0] == pytest.approx(schedules.sgdr_lr(3, lr_used, 4, min_lr=1e-5), rel=1e-5)
+
+
+def test_terminate_on_nan_is_installed():
+    train, _ = _datasets()
+    model = phases.compile_for_phase(_model(), 1e30)  # guaranteed to blow up
+    hist, _ = phases.train_phase(model, train, None, epochs=5, lr=1e30, steps_per_epoch=4, min_lr=1e29)
+    assert len(hist.history["loss"]) < 5
+
+
+def test_uncompiled_model_is_refused_without_compile():
+    train, val = _datasets()
+    with pytest.raises(ValueError, match="compile_for_phase"):
+        phases.train_phase(_model(), train, val, epochs=1, lr=0.01, compile=False)
+
+
+def test_train_phase_compiles_a_fresh_adamw_by_default():
+    train, val = _datasets()
+    model = _model()
+    hist, lr_used = phases.train_phase(model, train, val, epochs=1, lr=0.01, weight_decay=1e-3,
+                                       meteor_auc=True)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW) and lr_used == 0.01
+    assert "val_meteor_auc" in hist.history
+
+
+def test_compile_false_keeps_the_callers_optimizer():
+    train, _ = _datasets()
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    opt = model.optimizer
+    phases.train_phase(model, train, None, epochs=1, lr=0.01, compile=False)
+    assert model.optimizer is opt
