@@ -1,0 +1,71 @@
+"""Classification metrics for the meteor class (scikit-learn), the recall-first threshold, and mean ± std."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List
+
+import numpy as np
+from sklearn import metrics as skm
+
+from meteor_tf import METEOR
+
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "auc")
+
+
+def predicted_labels(meteor_probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class ids (0 = meteor) from meteor probabilities: a capture is a meteor when p >= threshold."""
+    return np.where(np.asarray(meteor_probability) >= threshold, METEOR, 1 - METEOR)
+
+
+def classification_metrics(labels, meteor_probability, threshold: float = 0.5) -> Dict[str, float]:
+    """Accuracy, and precision/recall/F1 for the meteor class, AUC of the meteor probability."""
+    labels = np.asarray(labels)
+    prob = np.asarray(meteor_probability, dtype=np.float64)
+    pred = predicted_labels(prob, threshold)
+    is_meteor = (labels == METEOR).astype(int)
+    out = {
+        "accuracy": float(skm.accuracy_score(labels, pred)),
+        "precision": float(skm.precision_score(labels, pred, pos_label=METEOR, zero_division=0)),
+        "recall": float(skm.recall_score(labels, pred, pos_label=METEOR, zero_division=0)),
+        "f1": float(skm.f1_score(labels, pred, pos_label=METEOR, zero_division=0)),
+        "auc": float(skm.roc_auc_score(is_meteor, prob)) if 0 < is_meteor.sum() < len(is_meteor) else float("nan"),
+        "threshold": float(threshold),
+        "n": int(len(labels)),
+    }
+    return out
+
+
+def confusion(labels, meteor_probability, threshold: float = 0.5) -> np.ndarray:
+    """2×2 confusion matrix, rows = true class, columns = predicted, in CLASS_NAMES order."""
+    return skm.confusion_matrix(labels, predicted_labels(meteor_probability, threshold), labels=[0, 1])
+
+
+def recall_first_threshold(labels, meteor_probability, target_recall: float = 0.99) -> float:
+    """The highest threshold whose meteor recall is still >= target_recall (camera networks must not lose meteors).
+
+    Chosen on inner-validation predictions, never on the test folds."""
+    labels = np.asarray(labels)
+    prob = np.asarray(meteor_probability, dtype=np.float64)
+    meteor_probs = np.sort(prob[labels == METEOR])
+    if len(meteor_probs) == 0:
+        raise ValueError("recall_first_threshold needs at least one meteor among the validation predictions")
+    # Keeping the k lowest-scored meteors below the threshold loses k of n; allow floor((1 - target) * n).
+    allowed_misses = int(np.floor((1.0 - target_recall) * len(meteor_probs) + 1e-9))
+    return float(meteor_probs[allowed_misses])
+
+
+def mean_std(per_fold: Iterable[Dict[str, float]], names=METRIC_NAMES) -> Dict[str, Dict[str, float]]:
+    """Mean and (population, as the paper's ±) standard deviation of each metric over folds."""
+    rows: List[Dict[str, float]] = list(per_fold)
+    out = {}
+    for name in names:
+        values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
+        out[name] = {"mean": float(np.nanmean(values)) if len(values) else float("nan"),
+                     "std": float(np.nanstd(values)) if len(values) else float("nan")}
+    return out
+
+
+def format_mean_std(stats: Dict[str, float], percent: bool = True) -> str:
+    if percent:
+        return f"{100 * stats['mean']:.0f}±{100 * stats['std']:.0f}%"
+    return f"{stats['mean']:.2f}±{stats['std']:.2f}"

@@ -1,0 +1,83 @@
+"""python -m meteor_tf.main — the experiment runner: cross-validate the paper's recipe, report, retrain the final model.
+
+    python -m meteor_tf.main --depth=50 --pretrain=imagenet
+    python -m meteor_tf.main --flagfile=flags/quickstart.cfg
+    python -m meteor_tf.main --flagfile=flags/table3_pretraining_quick.cfg    # several --column runs
+
+Rerunning the same command continues an interrupted run (see meteor_tf.evaluation.cross_validation).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+
+from meteor_tf import flags as mflags
+
+mflags.define_flags()
+mflags.define_column_flag()
+FLAGS = flags.FLAGS
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("meteor_tf").setLevel(logging.INFO)
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
+    _setup_logging()
+    from meteor_tf.evaluation.cross_validation import ConfigMismatchError, run_experiment
+    from meteor_tf.data import DataError
+    from meteor_tf.models.weights import WeightsNotFoundError
+
+    try:
+        configs = mflags.configs_from_flags()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log = logging.getLogger("meteor_tf")
+    failed = []
+    for i, config in enumerate(configs):
+        if len(configs) > 1:
+            log.info("column %d/%d: %s", i + 1, len(configs), FLAGS.column[i])
+        try:
+            result = run_experiment(config, progress=log.info)
+        except (WeightsNotFoundError, ConfigMismatchError, DataError) as e:
+            # bad input: say what and how to fix it, without a traceback; other columns still run
+            print(f"error: {e}", file=sys.stderr)
+            failed.append(FLAGS.column[i] if FLAGS.column else "run")
+            continue
+        _print_result(result)
+    if failed:
+        print(f"error: {len(failed)} of {len(configs)} run(s) could not run: {'; '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_result(result: dict) -> None:
+    from meteor_tf.evaluation import metrics as m
+    from meteor_tf.evaluation.report import ROWS
+
+    for phase, label in ROWS:
+        if phase in result["stats"]:
+            s = result["stats"][phase]
+            print(f"{label:>17}: accuracy {m.format_mean_std(s['accuracy'])}, precision "
+                  f"{m.format_mean_std(s['precision'])}, recall {m.format_mean_std(s['recall'])}, "
+                  f"F1 {m.format_mean_std(s['f1'], percent=False)}")
+    t = result["threshold"]
+    print(f"recall-first threshold {t['value']:.4f}: recall {m.format_mean_std(t['at_threshold']['recall'])}, "
+          f"precision {m.format_mean_std(t['at_threshold']['precision'])} "
+          f"(at 0.5: {m.format_mean_std(t['at_0.5']['precision'])})")
+
+
+def run() -> None:
+    """Console-script entry point (`meteor-train`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,114 @@
+"""The experiment runner end to end on tiny settings: files, report content, no test-fold leakage."""
+
+import json
+
+import numpy as np
+import pytest
+
+from meteor_tf.config import ExperimentConfig
+from meteor_tf.evaluation import cross_validation as cv
+from tests.conftest import write_capture_folder
+
+
+def tiny_config(tmp_path, data, **changes):
+    base = dict(data=str(data), depth=18, pretrain="none", image_size=32, folds=3, head_epochs=1,
+                fine_tune_epochs=1, batch_size=8, head_units=(16,), head_dropout=(0.1,), output_dir=str(tmp_path / "runs"),
+                val_fraction=0.25, retrain_final=False, seed=3)
+    base.update(changes)
+    return ExperimentConfig(**base)
+
+
+@pytest.fixture()
+def backbone_file(tmp_path):
+    """A 'pretrained' backbone file written by the test (random weights), standing in for Fashion-MNIST."""
+    from meteor_tf.models.classifier import build_classifier
+    from meteor_tf.models.weights import save_backbone
+
+    model = build_classifier(18, "torchvision", 32, normalization="unit", head_units=(), head_dropout=(),
+                             num_classes=10)
+    path = tmp_path / "fmnist_backbone.weights.h5"
+    save_backbone(model.get_layer("backbone"), str(path))
+    return path
+
+
+def test_two_phase_run_writes_the_complete_report(tmp_path, backbone_file):
+    data = write_capture_folder(tmp_path / "captures", meteors=12, non_meteors=9)
+    (data / "meteor" / "broken.jpg").write_bytes(b"")
+    config = tiny_config(tmp_path, data, pretrain="fashion_mnist", weights=str(backbone_file), retrain_final=True)
+    result = cv.run_experiment(config)
+    run_dir = tmp_path / "runs" / config.derived_run_id()
+    for name in ("flags.json", "provenance.json", "folds.json", "state.json", "metrics.json", "summary.md",
+                 "confusion_head.png", "confusion_fine_tune.png", "confusion_recall_first.png",
+                 "learning_curves.png", "final/model.keras", "final/model_info.json"):
+        assert (run_dir / name).exists(), name
+    for k in range(3):
+        fold = json.loads((run_dir / f"fold_{k}" / "metrics.json").read_text())
+        assert set(fold) == {"head", "fine_tune"}
+        assert 0.0 <= fold["fine_tune"]["accuracy"] <= 1.0
+    summary = (run_dir / "summary.md").read_text()
+    assert "| No fine tuning |" in summary and "| With fine tuning |" in summary
+    assert "broken.jpg" in summary
+    assert set(result["stats"]) == {"head", "fine_tune"}
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["packages"]["tensorflow"] and provenance["seed"] == 3
+    info = json.loads((run_dir / "final" / "model_info.json").read_text())
+    assert info["threshold"] == pytest.approx(result["threshold"]["value"])
+
+
+def test_a_second_run_of_the_same_command_reuses_the_finished_work(tmp_path, capture_folder, monkeypatch):
+    config = tiny_config(tmp_path, capture_folder)
+    first = cv.run_experiment(config)
+    calls = []
+    monkeypatch.setattr(cv, "run_phase", lambda *a, **k: calls.append(a))
+    second = cv.run_experiment(config)
+    assert calls == []
+    assert second["stats"] == first["stats"]
+
+
+def test_a_run_id_with_other_settings_is_refused(tmp_path, capture_folder):
+    config = tiny_config(tmp_path, capture_folder, run_id="same")
+    cv.prepare_run_dir(config)
+    with pytest.raises(cv.ConfigMismatchError, match="other settings .*depth"):
+        cv.prepare_run_dir(config.replace(depth=34))
+
+
+def test_no_test_fold_example_reaches_training_lr_finding_checkpointing_or_the_threshold(
+        tmp_path, capture_folder, monkeypatch):
+    """Every image carries its example index in pixel (0, 0); we record what each fold's training sees."""
+    from meteor_tf.data import dataset as dataset_mod
+    from meteor_tf.evaluation import metrics as m
+
+    real_load = dataset_mod.load_examples
+
+    def tagged_load(config):
+        ex = real_load(config)
+        ex.images[:, 0, 0, 0] = np.arange(len(ex.labels))
+        return ex
+
+    monkeypatch.setattr(dataset_mod, "load_examples", tagged_load)
+    seen = {"datasets": [], "threshold_n": []}
+    from meteor_tf.data import pipeline
+
+    real_make_dataset = pipeline.make_dataset
+
+    def spy_make_dataset(images, labels, *a, **k):
+        seen["datasets"].append(set(np.asarray(images)[:, 0, 0, 0].astype(int).tolist()))
+        return real_make_dataset(images, labels, *a, **k)
+
+    monkeypatch.setattr(pipeline, "make_dataset", spy_make_dataset)
+    real_threshold = m.recall_first_threshold
+    monkeypatch.setattr(m, "recall_first_threshold",
+                        lambda labels, prob, target: seen["threshold_n"].append(len(labels)) or
+                        real_threshold(labels, prob, target))
+    config = tiny_config(tmp_path, capture_folder, lr_find=True)
+    cv.run_experiment(config)
+    folds = json.loads((tmp_path / "runs" / config.derived_run_id() / "folds.json").read_text())
+    ids = sorted(sum((f["test"] for f in folds), []))
+    # each fold made a training and a validation dataset (plus the LR test's); none holds its test examples
+    assert len(seen["datasets"]) >= 2 * len(folds)
+    per_fold = len(seen["datasets"]) // len(folds)
+    for k, fold in enumerate(folds):
+        test = {ids.index(i) for i in fold["test"]}
+        for used in seen["datasets"][k * per_fold:(k + 1) * per_fold]:
+            assert not (used & test)
+    assert seen["threshold_n"] == [sum(len(f["val"]) for f in folds)]
