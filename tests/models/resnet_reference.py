@@ -117,3 +117,18 @@ def forward(state, depth, images):
                 x = batch_norm(conv2d(x, s[f"{p}.downsample.0.weight"], stride, 0), s, f"{p}.downsample.1")
             x = relu(y + x)
     return x
+
+
+def randomise_variables(model, seed):
+    """Random values for every Keras variable, BN moving statistics included, so BN is not the identity."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if "moving_variance" in variable.path or "gamma" in variable.path:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) == 4:
+            value = rng.standard_normal(shape) * np.sqrt(1.0 / np.prod(shape[:3]))
+        else:
+            value = rng.standard_normal(shape) * 0.1
+        variable.assign(value.astype("float32"))
+    return model

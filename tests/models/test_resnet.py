@@ -97,17 +97,7 @@ def test_one_channel_stem():
 
 
 def _randomise(model, seed):
-    """Random values for every variable, BN moving statistics included, so BN is not the identity."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        shape = tuple(variable.shape)
-        if "moving_variance" in variable.path or "gamma" in variable.path:
-            value = rng.uniform(0.5, 1.5, shape)
-        elif len(shape) == 4:
-            value = rng.standard_normal(shape) * np.sqrt(1.0 / np.prod(shape[:3]))
-        else:
-            value = rng.standard_normal(shape) * 0.1
-        variable.assign(value.astype("float32"))
+    return ref.randomise_variables(model, seed)
 
 
 @pytest.mark.parametrize("depth", [50, pytest.param(101, marks=pytest.mark.slow)])
