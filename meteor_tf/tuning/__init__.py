@@ -1,0 +1,9 @@
+"""Hyperparameter searches with Keras Tuner over the paper's choices (`python -m meteor_tf.tune`).
+
+- `hypermodel`: `MeteorHyperModel`, the search space ↔ `ExperimentConfig`, `search_space()` (restricting it).
+- `tuners`: random search / Hyperband / Bayesian tuners whose trials run `cross_validation.train_and_evaluate` on a
+  tuning split that never holds the user's held-out test data (`TuningData`, `TrialRunner`, `make_tuner`).
+- `report`: results table (markdown + CSV), objective plot, `best.cfg` flagfile for `python -m meteor_tf.main`.
+
+See docs/TUNING.md.
+"""
