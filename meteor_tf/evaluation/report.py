@@ -44,8 +44,9 @@ def summary_markdown(config: dict, stats: Dict[str, dict], threshold: Optional[d
     if threshold:
         lines += ["", "## Recall-first threshold", "",
                   f"Chosen on pooled out-of-fold inner-validation predictions to reach ≥ "
-                  f"{100 * threshold['target_recall']:.0f}% meteor recall: **{threshold['value']:.4f}** "
-                  f"(final model: {threshold.get('final', threshold['value']):.4f}).", "",
+                  f"{100 * threshold['target_recall']:.0f}% meteor recall: **{threshold['value']:.4f}**"
+                  + (" (stored with the final model, final/model_info.json)." if config.get("retrain_final")
+                     else "."), "",
                   "| threshold | accuracy | precision | recall | F1 |", "|---|---|---|---|---|"]
         for name, s in (("0.5", threshold["at_0.5"]), (f"{threshold['value']:.4f}", threshold["at_threshold"])):
             lines.append(f"| {name} | {m.format_mean_std(s['accuracy'])} | {m.format_mean_std(s['precision'])} | "

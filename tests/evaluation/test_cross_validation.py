@@ -48,6 +48,7 @@ def test_two_phase_run_writes_the_complete_report(tmp_path, backbone_file):
     summary = (run_dir / "summary.md").read_text()
     assert "| No fine tuning |" in summary and "| With fine tuning |" in summary
     assert "broken.jpg" in summary
+    assert "stored with the final model, final/model_info.json" in summary
     assert set(result["stats"]) == {"head", "fine_tune"}
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["packages"]["tensorflow"] and provenance["seed"] == 3
@@ -63,6 +64,8 @@ def test_a_second_run_of_the_same_command_reuses_the_finished_work(tmp_path, cap
     second = cv.run_experiment(config)
     assert calls == []
     assert second["stats"] == first["stats"]
+    summary = (tmp_path / "runs" / config.derived_run_id() / "summary.md").read_text()
+    assert "stored with the final model" not in summary  # no final model without --retrain_final
 
 
 def test_a_run_id_with_other_settings_is_refused(tmp_path, capture_folder):

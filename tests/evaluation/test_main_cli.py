@@ -77,8 +77,9 @@ def test_imagenet_quick_twin_column_runs_with_weights_the_test_writes(tmp_path):
     config = imagenet[0]
     weights = tmp_path / f"resnet{config.depth}.safetensors"
     save_file(random_state_dict(config.depth, seed=1), str(weights))
-    data = write_capture_folder(tmp_path / "captures", meteors=10, non_meteors=8)
+    data = write_capture_folder(tmp_path / "captures", meteors=12, non_meteors=9)
     config = config.replace(data=str(data), weights=str(weights), image_size=32, folds=2, head_epochs=1,
+                            val_fraction=0.25,
                             fine_tune_epochs=1, batch_size=8, head_units=(16,), head_dropout=(0.1,),
                             output_dir=str(tmp_path / "runs"), retrain_final=False)
     result = cv.run_experiment(config)
