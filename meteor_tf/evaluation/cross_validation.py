@@ -96,9 +96,8 @@ def initial_backbone_path(config: ExperimentConfig, run_dir: Path) -> Optional[P
 
         source = Path(config.weights) if config.weights else pretrain.ensure_fashion_mnist_backbone(config)
         w.load_backbone(backbone, str(source))
-    partial = path.with_name("partial." + path.name)
-    w.save_backbone(backbone, str(partial))
-    partial.replace(path)  # never a truncated file where a resumed run looks
+    with report.atomic_path(path) as partial:
+        w.save_backbone(backbone, str(partial))
     return path
 
 
@@ -184,7 +183,7 @@ def _phase_lr_choice(config: ExperimentConfig, phase: str, train_model, train_ds
     return lr
 
 
-def run_phase(config: ExperimentConfig, phase: str, model, train_model, data: Tuple, phase_dir: Path,
+def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, phase_dir: Path,
               epochs: int, batch_size: int, run_dir: Path) -> dict:
     """Trains `train_model` (the classifier, or its head on cached features) for one phase, picks the epoch with
     the best inner-validation loss, and returns the LR used and the per-epoch history."""
@@ -258,7 +257,7 @@ def train_and_evaluate(config: ExperimentConfig, examples, fold: FoldData, name:
             train_model = model
             data = ((x[fold.fit_idx], y[fold.fit_idx]), (x[fold.val_idx], y[fold.val_idx]), config.augment)
         epochs = config.head_epochs if phase == "head" else config.fine_tune_epochs
-        info = run_phase(config, phase, model, train_model, data, phase_dir, epochs, batch_size, run_dir)
+        info = run_phase(config, phase, train_model, data, phase_dir, epochs, batch_size, run_dir)
         val_prob = _predict_meteor(model, x[fold.val_idx], batch_size)
         test_prob = _predict_meteor(model, x[fold.test_idx], batch_size) if len(fold.test_idx) else \
             np.zeros((0,))
@@ -288,9 +287,8 @@ def backbone_features(config: ExperimentConfig, images: np.ndarray, backbone_pat
     model = build_model(config, backbone_path, config.seed)
     extractor = keras.Model(model.inputs, model.get_layer("avg_pool").output)
     feats = extractor.predict(images, batch_size=batch_size, verbose=0)
-    tmp = cache_path.with_name(cache_path.name + ".tmp.npy")
-    np.save(tmp, feats)
-    tmp.replace(cache_path)
+    with report.atomic_path(cache_path) as partial:
+        np.save(partial, feats)
     return feats
 
 
@@ -454,9 +452,8 @@ def train_final(config, examples, run_dir: Path, record: RunRecord, backbone_pat
     final_dir = run_dir / "final"
     model_path = final_dir / "model.keras"
     if not model_path.exists():
-        tmp = final_dir / "model.tmp.keras"
-        model.save(str(tmp))
-        tmp.replace(model_path)
+        with report.atomic_path(model_path) as partial:
+            model.save(str(partial))
     meta = {"threshold": threshold, "threshold_source": "pooled CV inner-validation predictions",
             "config": config.to_dict(), "class_names": ["meteor", "non_meteor"],
             "normalization": config.normalization}

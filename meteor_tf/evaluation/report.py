@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -107,12 +108,20 @@ def plot_learning_curves(histories: Dict[str, List[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary twin of `path` (same suffix, for writers that check it) and renames it over `path` when
+    the block succeeds, so a kill never leaves half a file where a resumed run looks."""
+    path = Path(path)
+    partial = path.with_name("partial." + path.name)
+    yield partial
+    partial.replace(path)
+
+
 def write_json(path: Path, obj) -> None:
     """Writes JSON atomically so a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
-    tmp.replace(path)
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
 
 
 def _jsonable(o):

@@ -146,9 +146,8 @@ def _csv_text(rows, columns) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with run_report.atomic_path(path) as partial:
+        partial.write_text(text)
 
 
 def plot_objective(rows: Sequence[dict], objective: str, path: Path) -> None:
