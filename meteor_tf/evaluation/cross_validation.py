@@ -55,9 +55,16 @@ class RunRecord:
         report.write_json(self.path, self.state)
 
 
-def prepare_run_dir(config: ExperimentConfig) -> Path:
-    """Creates (or finds) the run directory; refuses to mix two configurations under one run id."""
+def prepare_run_dir(config: ExperimentConfig, strategy=None) -> Path:
+    """Creates (or finds) the run directory; refuses to mix two configurations under one run id.
+
+    Under a multi-worker strategy only the chief writes the run directory; every other worker does the same
+    work (collectives need it) in its own twin, ``output_dir/workertemp_worker_K/<run id>``."""
     run_dir = Path(config.output_dir) / config.derived_run_id()
+    if strategy is not None:
+        from meteor_tf.training import distribute
+
+        run_dir = Path(distribute.worker_save_path(str(run_dir), strategy))
     run_dir.mkdir(parents=True, exist_ok=True)
     flags_path = run_dir / "flags.json"
     settings = {k: v for k, v in config.to_dict().items() if k not in ExperimentConfig.NOT_IN_RUN_ID}
@@ -320,7 +327,9 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
 
     t0 = time.time()
     timings: Dict[str, float] = {}
-    run_dir = prepare_run_dir(config)
+    # the strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work
+    strategy, batch_size = _runtime(config)
+    run_dir = prepare_run_dir(config, strategy)
     progress(f"run directory: {run_dir}")
     if not (run_dir / "provenance.json").exists():
         report.write_json(run_dir / "provenance.json", provenance(config.seed))
@@ -337,7 +346,6 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
     folds = make_folds(config, examples)
     _check_folds(run_dir, examples, folds)
 
-    strategy, batch_size = _runtime(config)
     progress(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), global "
              f"batch {batch_size}, precision policy {config.mixed_precision}, jit_compile {config.jit_compile}")
     t = time.time()
@@ -383,11 +391,6 @@ def _runtime(config: ExperimentConfig):
     """The tf.distribute strategy and precision policy of --strategy / --mixed_precision, and the global batch."""
     from meteor_tf.training import distribute
 
-    if config.strategy == "multi_worker":
-        raise ValueError(
-            "--strategy=multi_worker: the cross-validation runner trains with Keras fit(), which is broken under "
-            "MultiWorkerMirroredStrategy in Keras 3 (keras-team/keras#20585). Use --strategy=mirrored on one "
-            "machine, or meteor_tf.training.distribute.fit_custom_loop for multi-worker training (docs/ARCHITECTURE.md).")
     distribute.set_mixed_precision(config.mixed_precision)
     strategy = distribute.make_strategy(config.strategy)
     return strategy, distribute.scaled_batch_size(config.batch_size, strategy)

@@ -1,9 +1,10 @@
-"""tf.distribute strategies, mixed precision, and a custom training loop for multi-worker training.
+"""tf.distribute strategies, mixed precision, multi-worker training.
 
 Keras 3 ``fit()`` under ``MultiWorkerMirroredStrategy`` is broken upstream (keras-team/keras#20585,
-tensorflow#72388: a PerReplica batch reaches ``strategy.reduce`` in the symbolic build, and scalar metric
-averaging reduces on ``axis=0``), so ``fit_custom_loop`` trains with ``strategy.run`` instead. ``fit()`` works
-under ``MirroredStrategy`` (one machine, several devices) and the default strategy.
+tensorflow#72388) in two places: the symbolic build hands a PerReplica batch to ``strategy.reduce``, and
+scalar metric averaging reduces on ``axis=0``. ``patch_keras_fit_for_multi_worker`` mends exactly those two
+places (``make_strategy("multi_worker")`` applies it), so ``fit``/``evaluate``/``predict`` and the runner work
+across workers; ``fit_custom_loop`` trains with ``strategy.run`` directly for code that wants no patch.
 
 Requires the TensorFlow backend.
 """
@@ -34,7 +35,7 @@ def make_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribut
       (one CPU replica normally; several after ``tf.config.set_logical_device_configuration``).
     - ``"multi_worker"``: ``MultiWorkerMirroredStrategy``; the cluster comes from the ``TF_CONFIG``
     environment
-      variable (without it: a single worker). Train with ``fit_custom_loop``, not ``fit``.
+      variable (without it: a single worker). Keras ``fit`` works after the patch this applies.
     - ``"tpu"``: ``TPUStrategy`` via ``TPUClusterResolver(tpu)`` (``tpu``: name or grpc address; None = the
       environment's); raises ``RuntimeError`` when no TPU can be reached.
     """
@@ -48,6 +49,7 @@ def make_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribut
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
+        patch_keras_fit_for_multi_worker()
         if "TF_CONFIG" not in os.environ:
             logger.warning("strategy 'multi_worker' without TF_CONFIG: training on this machine only")
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -63,6 +65,55 @@ def make_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribut
                                "multi_worker).") from e
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"strategy {name!r} is not one of {', '.join(STRATEGY_NAMES)}")
+
+
+def patch_keras_fit_for_multi_worker() -> None:
+    """Make Keras 3 ``fit``/``evaluate``/``predict`` work under MultiWorkerMirroredStrategy (idempotent).
+
+    A minimal workaround of keras-team/keras#20585 in Keras's TF trainer, nothing else changed:
+    (1) the symbolic build takes one replica's batch for its shapes instead of ``strategy.reduce("MEAN")``
+    of a PerReplica batch (which cannot be converted to a tensor); (2) scalar logs (loss, metric results)
+    are averaged over workers with ``axis=None`` instead of ``axis=0`` (a scalar has no axis 0).
+    Tested by tests/training/test_multi_worker.py (two worker processes run the whole runner).
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, "_meteor_tf_multi_worker_patch", False):
+        return
+    original_reduce = tf_trainer.reduce_per_replica
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def _multi_worker(strategy):
+        return strategy is not None and tf_trainer._collective_all_reduce_multi_worker(strategy)
+
+    def _first_replica(strategy, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def reduce_per_replica(values, strategy, reduction):
+        if not (_multi_worker(strategy) and reduction in ("auto", "mean")):
+            return original_reduce(values, strategy, reduction)
+
+        def _one(value):
+            if getattr(_first_replica(strategy, value), "shape", None) == ():
+                return strategy.reduce("MEAN", value, axis=None)
+            return original_reduce(value, strategy, reduction)
+
+        return tf.nest.map_structure(_one, values)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and _multi_worker(self._distribute_strategy):
+            for _, _, it in iterator:  # the batch Keras itself would peek at, as one replica's tensors
+                data_batch = tf.nest.map_structure(
+                    lambda v: _first_replica(self._distribute_strategy, v), next(it))
+                break
+            iterator = None
+        return original_build(self, iterator=iterator, data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer._meteor_tf_multi_worker_patch = True
 
 
 def scaled_batch_size(per_replica: int, strategy: Optional[tf.distribute.Strategy] = None) -> int:

@@ -213,9 +213,12 @@ def check_space(base: ExperimentConfig, space: Dict[str, Optional[Param]]) -> No
             raise ValueError(f"--weights={base.weights} is one kind of weights, but pretrain is searched over "
                              "imagenet and fashion_mnist: fix --pretrain or narrow --search_space=pretrain=...")
     if base.strategy == "multi_worker":
-        raise ValueError("--strategy=multi_worker: trials train with Keras fit(), which is broken under "
-                         "MultiWorkerMirroredStrategy in Keras 3; distribute the search instead (Keras Tuner workers, "
-                         "see docs/TUNING.md) and use --strategy=auto or mirrored inside each worker")
+        # MultiWorkerMirroredStrategy needs every worker on the same step, but Keras Tuner hands workers different
+        # trials
+        raise ValueError("--strategy=multi_worker: Keras Tuner gives each worker its own trial, while "
+                         "MultiWorkerMirroredStrategy needs all workers training the same one; distribute the search "
+                         "instead (Keras Tuner workers, see docs/TUNING.md) with --strategy=auto or mirrored inside "
+                         "each worker")
     # one config per choice (the others at their defaults): ExperimentConfig checks each value, naming its flag
     hm = MeteorHyperModel(base, space)
     hp = kt.HyperParameters()
