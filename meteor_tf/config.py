@@ -33,6 +33,7 @@ class ExperimentConfig:
     weights: Optional[str] = None  # file/dir with ImageNet or Fashion-MNIST weights; None: the default places
     head_units: Tuple[int, ...] = (1024, 512)
     head_dropout: Tuple[float, ...] = (0.5, 0.25)
+    head_batch_norm: bool = True  # fastai's head BatchNorms: the paper's head LR 0.03 diverges without them
     frozen_convs: int = 6
     # data
     data: str = "embedded"  # "embedded" or a folder with one subfolder per class

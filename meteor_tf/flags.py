@@ -35,6 +35,9 @@ def define_flags() -> None:
                         "(.weights.h5, e.g. a Fashion-MNIST backbone). Default: the standard places.")
     flags.DEFINE_list("head_units", [str(u) for u in d.head_units], "Widths of the head's Dense layers.")
     flags.DEFINE_list("head_dropout", [str(r) for r in d.head_dropout], "Dropout rate after each head layer.")
+    flags.DEFINE_boolean("head_batch_norm", d.head_batch_norm,
+                         "BatchNormalization on the pooled features and after each head layer, as fastai's head "
+                         "(the paper's framework); without it the paper's head LR 0.03 diverges.")
     flags.DEFINE_integer("frozen_convs", d.frozen_convs, "Convolutions kept frozen while fine-tuning (paper: 6).")
     # data
     flags.DEFINE_string("data", d.data, "'embedded' (the built-in night-sky dataset) or a folder with one "

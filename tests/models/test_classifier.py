@@ -27,7 +27,8 @@ def test_named_parts_and_shapes(small_model):
     assert small_model.input.shape == (None, 32, 32, 1)
     assert small_model.get_layer("backbone").output.shape == (None, 1, 1, 512)
     head = small_model.get_layer("head")
-    assert [layer.name for layer in head.layers] == ["features", "fc1", "dropout1", "fc2", "dropout2", "predictions"]
+    assert [layer.name for layer in head.layers] == ["features", "bn0", "fc1", "bn1", "dropout1", "fc2", "bn2",
+                                                     "dropout2", "predictions"]
     probabilities = keras.ops.convert_to_numpy(small_model(gray_batch()))
     assert probabilities.shape == (2, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -40,11 +41,17 @@ def test_head_follows_the_paper():
     assert head.get_layer("fc1").activation.__name__ == "relu"
     predictions = head.get_layer("predictions")
     assert predictions.units == 2 and predictions.activation.__name__ == "softmax"
-    assert head.count_params() == 512 * 1024 + 1024 + 1024 * 512 + 512 + 512 * 2 + 2
+    dense_params = 512 * 1024 + 1024 + 1024 * 512 + 512 + 512 * 2 + 2
+    # fastai's BatchNorms (gamma, beta, moving mean and variance) on the 512 features, and after fc1 and fc2
+    assert head.count_params() == dense_params + 4 * (512 + 1024 + 512)
+    assert build_head(512, batch_norm=False).count_params() == dense_params
+    assert [layer.name for layer in build_head(512, batch_norm=False).layers] == [
+        "features", "fc1", "dropout1", "fc2", "dropout2", "predictions"]
     with pytest.raises(ValueError, match="same length"):
         build_head(512, (1024, 512), (0.5,))
     # no hidden layers: softmax on the pooled features (the Fashion-MNIST pretraining head)
-    assert [layer.name for layer in build_head(512, (), (), num_classes=10).layers] == ["features", "predictions"]
+    assert [layer.name for layer in build_head(512, (), (), num_classes=10).layers] == ["features", "bn0",
+                                                                                         "predictions"]
 
 
 def test_size_agnostic_model_accepts_several_sizes():
@@ -148,3 +155,19 @@ def test_flops_scale_with_image_area():
     small = classifier.flops_per_image(18, image_size=64, head_units=(), num_classes=2)
     large = classifier.flops_per_image(18, image_size=128, head_units=(), num_classes=2)
     assert large / small == pytest.approx(4.0, rel=0.02)
+
+
+def test_the_paper_head_lr_diverges_without_the_fastai_batch_norms():
+    """Adam at the paper's head LR (0.03) on pooled-ReLU-like features: the plain Dense head blows up in the first
+    epoch (the bug seen on Fashion-MNIST-18 features: loss ~35), the fastai-style head with BatchNorm does not."""
+    rng = np.random.default_rng(0)
+    features = rng.exponential(0.9, size=(480, 512)).astype("float32")  # non-negative, mean ~0.9, like GAP output
+    labels = (features[:, :8].sum(axis=1) > np.median(features[:, :8].sum(axis=1))).astype("int32")
+    first_epoch_loss = {}
+    for batch_norm in (False, True):
+        keras.utils.set_random_seed(0)
+        head = build_head(512, batch_norm=batch_norm)
+        head.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy")
+        first_epoch_loss[batch_norm] = head.fit(features, labels, epochs=1, batch_size=32, verbose=0).history["loss"][0]
+    assert first_epoch_loss[False] > 20
+    assert first_epoch_loss[True] < 10

@@ -65,7 +65,7 @@ def test_head_phase_freezes_the_whole_backbone(model):
     freeze.set_phase(model, "head")
     backbone, head = model.get_layer("backbone"), model.get_layer("head")
     assert not backbone.trainable and _trainable_names(backbone) == set()
-    assert _trainable_names(head) == {"fc1", "predictions"}
+    assert _trainable_names(head) == {"bn0", "fc1", "bn1", "predictions"}
     assert {id(w) for w in model.trainable_weights} == {id(w) for w in head.trainable_weights}
 
 
@@ -74,7 +74,7 @@ def test_fine_tune_phase_freezes_the_first_six_convs_and_their_batch_norms(model
     backbone = model.get_layer("backbone")
     frozen = set(FIRST_SIX[(18, "torchvision")]) | set(FIRST_SIX_BATCH_NORMS[(18, "torchvision")])
     assert _weighted_names(backbone) - _trainable_names(backbone) == frozen
-    assert _trainable_names(model.get_layer("head")) == {"fc1", "predictions"}
+    assert _trainable_names(model.get_layer("head")) == {"bn0", "fc1", "bn1", "predictions"}
 
 
 def test_all_phase_and_zero_frozen_convs_train_everything(model):
