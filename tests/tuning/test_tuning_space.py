@@ -84,7 +84,8 @@ def test_build_returns_the_trials_classifier():
                                                               "image_size=32"], given_flags=["pretrain"]))
     net = model.build(kt.HyperParameters())
     assert net.input_shape == (None, 32, 32, 1)
-    assert net.get_layer("head").count_params() == 512 * 8 + 8 + 8 * 2 + 2
+    # Dense 512→8 and 8→2, and the head's BatchNorms on the 512 features and the 8 units (4 values per channel)
+    assert net.get_layer("head").count_params() == 512 * 8 + 8 + 8 * 2 + 2 + 4 * (512 + 8)
 
 
 @pytest.mark.parametrize("spec, message", [
