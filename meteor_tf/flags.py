@@ -100,6 +100,15 @@ def define_column_flag() -> None:
         "(the paper's table columns; see flags/*.cfg).")
 
 
+def define_export_flags() -> None:
+    """--export / --export_dir (main only): export the run's final model when the run ends (idempotent)."""
+    if "export" in FLAGS:
+        return
+    flags.DEFINE_boolean("export", False, "After the run, export its final model (--retrain_final) as a SavedModel "
+                         "for TF Serving: EXPORT_DIR/meteor/<next version> (see python -m meteor_tf.export).")
+    flags.DEFINE_string("export_dir", "savedmodels", "Where --export writes (TF Serving's base directory).")
+
+
 def configs_from_flags() -> List[cfg.ExperimentConfig]:
     """One config per --column (or the flags alone when there is none)."""
     specs = FLAGS["column"].value if "column" in FLAGS else []

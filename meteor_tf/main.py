@@ -18,6 +18,7 @@ from meteor_tf import flags as mflags
 
 mflags.define_flags()
 mflags.define_column_flag()
+mflags.define_export_flags()
 FLAGS = flags.FLAGS
 
 
@@ -39,6 +40,9 @@ def main(argv) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if FLAGS.export and not all(c.retrain_final for c in configs):
+        print("error: --export exports the final model: it needs --retrain_final", file=sys.stderr)
+        return 2
     log = logging.getLogger("meteor_tf")
     failed = []
     for i, config in enumerate(configs):
@@ -52,10 +56,35 @@ def main(argv) -> int:
             failed.append(FLAGS.column[i] if FLAGS.column else "run")
             continue
         _print_result(result)
+        if FLAGS.export:
+            from meteor_tf.serving.export import ExportError
+
+            try:
+                export_final(result, FLAGS.export_dir)
+            except ExportError as e:
+                print(f"error: {e}", file=sys.stderr)
+                failed.append(f"export of {FLAGS.column[i] if FLAGS.column else 'run'}")
     if failed:
         print(f"error: {len(failed)} of {len(configs)} run(s) could not run: {'; '.join(failed)}", file=sys.stderr)
         return 2
     return 0
+
+
+def export_final(result: dict, export_dir: str):
+    """Exports the run's final model (result["final"]["model"] is RUN_DIR/final/model.keras); None when absent."""
+    from pathlib import Path
+
+    from meteor_tf.serving.export import export_run
+
+    if "final" not in result:
+        return None
+    run_dir = Path(result["final"]["model"]).parent.parent
+    if run_dir.parent.name.startswith("workertemp_"):  # a non-chief worker's twin (distribute.worker_save_path)
+        return None
+    version_dir = export_run(run_dir, base_dir=export_dir)
+    print(f"exported: {version_dir} (serve it: tensorflow_model_server --rest_api_port=8501 --model_name=meteor "
+          f"--model_base_path={version_dir.parent.resolve()})")
+    return version_dir
 
 
 def _print_result(result: dict) -> None:

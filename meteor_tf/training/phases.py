@@ -15,6 +15,8 @@ from meteor_tf import METEOR
 from meteor_tf.training.callbacks import SGDR, get_lr, lr_range_test, set_lr
 
 
+# registered: a saved model whose head was compiled alone (cached features) carries this metric in its file
+@keras.saving.register_keras_serializable(package="meteor_tf")
 class MeteorAUC(keras.metrics.AUC):
     """ROC AUC of the meteor-class probability (softmax column ``METEOR``) against ``label == METEOR``, for
     models trained with sparse labels (label 0 = meteor)."""

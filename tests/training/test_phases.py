@@ -114,3 +114,20 @@ def test_compile_false_keeps_the_callers_optimizer():
     opt = model.optimizer
     phases.train_phase(model, train, None, epochs=1, lr=0.01, compile=False)
     assert model.optimizer is opt
+
+
+def test_a_saved_model_with_the_meteor_auc_metric_loads_without_custom_objects(tmp_path):
+    """Training compiles the head alone (cached features) with MeteorAUC and the saved final model carries it: Keras
+    rebuilds it on load even with compile=False, so an unregistered class made every later load of model.keras fail."""
+    import keras
+    from meteor_tf.training.phases import MeteorAUC
+
+    head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")], name="head")
+    head.compile("adam", "sparse_categorical_crossentropy", metrics=[MeteorAUC()])  # as on cached features
+    head.fit(np.zeros((4, 4), "float32"), np.array([0, 1, 0, 1]), verbose=0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, head(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(np.ones((1, 4), "float32"), verbose=0),
+                               model.predict(np.ones((1, 4), "float32"), verbose=0))

@@ -1,0 +1,128 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in a capture the classifier saw the meteor.
+
+The heat map is computed on the last feature map of the backbone (7×7 at 224 px, whatever the depth or layout):
+each feature channel is weighted by the spatial mean of the gradient of the *meteor probability* with respect to it,
+the weighted sum goes through a ReLU (only evidence *for* a meteor), is upsampled bilinearly to the input size and
+scaled to 0..1 per image.
+
+    heatmaps = grad_cam(model, images)                 # keras classifier (or an ExportedModel), (N, S, S) in 0..1
+    save_overlay(images[0], heatmaps[0], "FF_0001_cam.png", probability=0.97)
+
+The classifier must have the named parts of `meteor_tf.models.classifier.build_classifier` (`preprocess`,
+`backbone`, `avg_pool`, `head`): the explanation model reuses those layers, so it shares the trained weights.
+`meteor_tf.serving.export` bakes the same computation into the SavedModel's `explain_images` signature.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from meteor_tf import METEOR
+
+PARTS = ("preprocess", "backbone", "avg_pool", "head")
+
+
+def explanation_model(model):
+    """A callable images → (backbone feature map, class probabilities) running the classifier's own parts in turn.
+
+    Calling the parts directly (not a second functional keras.Model on them) keeps the feature map the very tensor
+    the head consumes, so the tape can differentiate through it."""
+    names = [layer.name for layer in model.layers]
+    missing = [part for part in PARTS if part not in names]
+    if missing:
+        raise ValueError(f"Grad-CAM needs a meteor_tf classifier with the parts {PARTS}; {model.name!r} lacks "
+                         f"{missing} (its layers: {names})")
+    preprocess, backbone, avg_pool, head = (model.get_layer(part) for part in PARTS)
+
+    def explainer(images, training=False):
+        feature_map = backbone(preprocess(images), training=training)
+        return feature_map, head(avg_pool(feature_map), training=training)
+
+    return explainer
+
+
+def cam_tensors(explainer, images, class_index: int = METEOR):
+    """Grad-CAM in TensorFlow ops (eager or traced): returns (heatmaps (N, H, W) in 0..1, class probabilities (N,))."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images, tf.float32)
+    with tf.GradientTape() as tape:
+        # Watching the input records the whole forward pass even when the backbone's variables are frozen.
+        tape.watch(images)
+        feature_map, probabilities = explainer(images, training=False)
+        score = tf.cast(probabilities[:, class_index], tf.float32)
+        # Images are independent at inference (BatchNorm uses its moving statistics), so the gradient of the sum
+        # is each image's own gradient.
+        total = tf.reduce_sum(score)
+    grads = tf.cast(tape.gradient(total, feature_map), tf.float32)
+    feature_map = tf.cast(feature_map, tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1))
+    size = tf.shape(images)[1:3]
+    cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
+    cam = tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True))
+    return cam, score
+
+
+def grad_cam(model, images, batch_size: int = 32, return_probabilities: bool = False):
+    """Grad-CAM heat maps (N, S, S) in 0..1 for gray 0..255 images (N, S, S, 1) (`preprocess.to_model_input`).
+
+    `model` is a meteor_tf keras classifier, or an `ExportedModel` (its `explain_images` signature). With
+    `return_probabilities`, returns (heatmaps, meteor probabilities).
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[-1] != 1:
+        raise ValueError(f"images must be a batch (N, S, S, 1) of gray 0..255 values, got shape {images.shape}")
+    if hasattr(model, "explain_images"):  # an exported SavedModel carries its own Grad-CAM signature
+        out = model.explain_images(images, batch_size=batch_size)
+        heatmaps, probabilities = out["heatmap"], out["meteor_probability"]
+    else:
+        explainer = explanation_model(model)
+        # Eager: tracing forward and backward costs seconds, more than eager's per-op overhead on a folder.
+        parts = [cam_tensors(explainer, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        heatmaps = np.concatenate([p[0].numpy() for p in parts]) if parts else np.zeros(images.shape[:3], np.float32)
+        probabilities = np.concatenate([p[1].numpy() for p in parts]) if parts else np.zeros((0,), np.float32)
+    return (heatmaps, probabilities) if return_probabilities else heatmaps
+
+
+def overlay(image, heatmap, alpha: float = 0.6, colormap: str = "jet") -> np.ndarray:
+    """RGB uint8 (H, W, 3): the heat map's colours over the gray capture, opaque in proportion to the heat, so the
+    capture shows unchanged where the model did not look."""
+    from matplotlib import colormaps
+
+    gray = np.clip(np.asarray(image, dtype=np.float32).squeeze(), 0, 255)
+    heat = np.clip(np.asarray(heatmap, dtype=np.float32).squeeze(), 0, 1)
+    if gray.shape != heat.shape or gray.ndim != 2:
+        raise ValueError(f"image {np.shape(image)} and heatmap {np.shape(heatmap)} must be one (S, S[, 1]) size")
+    colour = colormaps[colormap](heat)[..., :3] * 255.0
+    weight = alpha * heat[..., None]
+    return np.round(gray[..., None] * (1 - weight) + colour * weight).astype(np.uint8)
+
+
+def save_overlay(image, heatmap, path, probability: Optional[float] = None, label: Optional[str] = None,
+                 alpha: float = 0.6, min_size: int = 256) -> Path:
+    """Write the overlay as a PNG (upscaled to at least `min_size` px so small inputs stay readable), with
+    "meteor p=0.973" (and the label) in the top-left corner when given. Returns the path."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    path = Path(path)
+    picture = Image.fromarray(overlay(image, heatmap, alpha))
+    scale = max(1, math.ceil(min_size / min(picture.size)))
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.BILINEAR)
+    text = " ".join(t for t in (f"meteor p={probability:.3f}" if probability is not None else None, label) if t)
+    if text:
+        draw = ImageDraw.Draw(picture)
+        font = ImageFont.load_default(size=max(12, picture.height // 20))
+        box = draw.textbbox((4, 4), text, font=font)
+        draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+        draw.text((4, 4), text, fill=(255, 255, 255), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".partial.{path.name}")  # a kill mid-write never leaves a truncated PNG at `path`
+    picture.save(partial, format="PNG")
+    partial.replace(path)
+    return path
