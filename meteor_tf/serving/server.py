@@ -1,0 +1,346 @@
+"""Serve an exported model the way TF Serving does, without TF Serving: KServe's Python ModelServer.
+
+A station PC without Docker or the `tensorflow_model_server` binary runs `python -m meteor_tf.serve
+--model=savedmodels/meteor` and gets the newest version on the same APIs TF Serving offers, so the same clients work
+against either:
+
+- REST (KServe's V1 protocol, which follows TF Serving's):
+  `POST /v1/models/NAME:predict` with `{"instances": [{"b64": "<base64 JPEG/PNG/BMP/GIF/TIFF>"}, ...]}` (also
+  `{"instances": [{"image_bytes": {"b64": ...}}]}`) → `{"predictions": [{"meteor_probability": 0.97, "label":
+  "meteor", "class_id": 0}, ...]}`; columnar `{"inputs": {"image_bytes": [{"b64": ...}]}}` (or `{"inputs": [...]}`)
+  → `{"outputs": {"meteor_probability": [...], "label": [...], "class_id": [...]}}`.
+  `GET /v1/models/NAME` → `{"name": "meteor", "ready": true}` (KServe's status shape, not TF Serving's).
+- gRPC: TF Serving's `tensorflow.serving.PredictionService/Predict` (input `image_bytes`, DT_STRING [N]; outputs
+  `meteor_probability`, `label`, `class_id`) and `ModelService/GetModelStatus`.
+
+Labels apply the recall-first threshold stored with the model. Bad requests (not JSON, bad base64, not an image, no
+`instances`) answer HTTP 400 (gRPC INVALID_ARGUMENT) with `{"error": "<what and which instance>"}`; a body above the
+request-size limit (`max_request_bytes`, default 32 MiB, checked on Content-Length and on the bytes received) answers
+413; an unknown model name 404. The server binds 127.0.0.1 unless given another host: it has no authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import socket
+import sys
+import warnings
+from typing import List, Optional
+
+# kserve.model_server parses sys.argv with its own argparse flags when imported: keep the caller's flags from it.
+_argv, sys.argv = sys.argv, sys.argv[:1]
+try:
+    import kserve
+    from kserve.errors import InvalidInput
+    from kserve.logging import logger as kserve_logger, trace_logger
+finally:
+    sys.argv = _argv
+
+from meteor_tf.serving import client
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8501  # TF Serving's REST port
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
+DEFAULT_MAX_REQUEST_BYTES = 32 * 2**20
+"""32 MiB: a batch of ~400 base64 640×480 JPEG frames, or a few full-resolution PNGs; a body above it is refused
+(413) before the server reads it, and gRPC messages above it are refused (RESOURCE_EXHAUSTED)."""
+
+log = logging.getLogger("meteor_tf.serve")
+
+
+@dataclasses.dataclass
+class ParsedRequest:
+    images: List[bytes]
+    columnar: bool  # answer TF Serving's columnar `outputs` instead of row `predictions`
+
+
+def parse_request(payload) -> ParsedRequest:
+    """A TF Serving predict body (raw bytes or already-parsed JSON) → the images it carries; InvalidInput when not."""
+    if isinstance(payload, (bytes, bytearray, str)):
+        try:
+            payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"request body is not JSON ({e}); send {{\"instances\": [{{\"b64\": "
+                               f"\"<base64 image>\"}}]}}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"request body must be a JSON object with \"instances\" or \"inputs\", got "
+                           f"{type(payload).__name__}")
+    signature = payload.get("signature_name") or client.SIGNATURE
+    if signature != client.SIGNATURE:
+        raise InvalidInput(f"unknown signature_name {signature!r}: this server answers {client.SIGNATURE!r} "
+                           f"(encoded images in {client.INPUT_NAME!r})")
+    if ("instances" in payload) == ("inputs" in payload):
+        raise InvalidInput("request needs exactly one of \"instances\" (row format) or \"inputs\" (columnar), "
+                           "e.g. {\"instances\": [{\"b64\": \"<base64 image>\"}]}")
+    columnar = "inputs" in payload
+    key = "inputs" if columnar else "instances"
+    values = payload[key]
+    if columnar and isinstance(values, dict):
+        if set(values) != {client.INPUT_NAME}:
+            raise InvalidInput(f"\"inputs\" must hold only {client.INPUT_NAME!r}, got {sorted(values)}")
+        values = values[client.INPUT_NAME]
+    if not isinstance(values, list) or not values:
+        raise InvalidInput(f"{key!r} must be a non-empty list of images, e.g. [{{\"b64\": \"<base64 image>\"}}]")
+    return ParsedRequest([_instance_bytes(v, f"{key}[{i}]") for i, v in enumerate(values)], columnar)
+
+
+def _instance_bytes(value, where: str) -> bytes:
+    if isinstance(value, dict) and set(value) == {client.INPUT_NAME}:
+        value = value[client.INPUT_NAME]  # {"image_bytes": {"b64": ...}}: the input named, as TF Serving allows
+    if not (isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)):
+        raise InvalidInput(f"{where}: expected {{\"b64\": \"<base64 image>\"}} (binary data travels base64-encoded "
+                           f"in TF Serving's REST API), got {json.dumps(value)[:80]}")
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidInput(f"{where}: \"b64\" is not valid base64 ({e})") from None
+
+
+class MeteorModel(kserve.Model):
+    """The exported SavedModel as a KServe model: parses and checks TF Serving predict bodies itself (KServe 0.21
+    hands `predict` the raw body when the content type is not exactly application/json) and runs inference in a
+    worker thread so the event loop keeps answering."""
+
+    def __init__(self, name: str, model_path):
+        super().__init__(name)
+        self.model_path = model_path
+        self.backend: Optional[client.LocalBackend] = None
+
+    def load(self) -> bool:
+        self.backend = client.LocalBackend(self.model_path, name=self.name)
+        self.ready = True
+        return self.ready
+
+    @property
+    def version(self) -> Optional[int]:
+        return self.backend.version if self.backend else None
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        request = parse_request(payload)
+        predictions = await asyncio.get_running_loop().run_in_executor(None, self.classify, request.images)
+        return {"outputs": predictions.columns()} if request.columnar else {"predictions": predictions.rows()}
+
+    def classify(self, images: List[bytes], where: str = "instances") -> client.Predictions:
+        """Check and predict one request's images; InvalidInput naming the first bad one (the whole request fails,
+        as in TF Serving)."""
+        prepared = []
+        for i, data in enumerate(images):
+            try:
+                prepared.append(client.prepare_image_bytes(data))
+            except client.InvalidImageError as e:
+                raise InvalidInput(f"{where}[{i}]: {e}") from None
+        try:
+            return self.backend.predict_bytes(prepared)
+        except client.InvalidImageError as e:
+            for i, data in enumerate(prepared):  # the batch failed in the decoder: name the image that did it
+                try:
+                    self.backend.predict_bytes([data])
+                except client.InvalidImageError as one:
+                    raise InvalidInput(f"{where}[{i}]: {one}") from None
+            raise InvalidInput(str(e)) from None
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 with a JSON error for a body above `max_bytes`, decided on Content-Length before reading
+    and on the bytes actually received (chunked uploads have no Content-Length). Starlette and KServe have no such
+    limit of their own."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send, int(declared))
+        messages, received = [], 0
+        while True:  # read the body here (at most max_bytes of it), then replay it to the app
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return await self._refuse(send, received, at_least=True)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, size: int, at_least: bool = False):
+        error = (f"request body is {'over ' if at_least else ''}{size} bytes, above this server's limit of "
+                 f"{self.max_bytes} bytes (meteor-serve --max_request_bytes); send fewer images per request")
+        body = json.dumps({"error": error}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _prediction_servicers(model: MeteorModel):
+    """TF Serving's gRPC PredictionService (Predict) and ModelService (GetModelStatus) on the same model."""
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
+                                         prediction_service_pb2_grpc)
+
+    async def check_spec(spec, context):
+        if spec.name != model.name:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no model {spec.name!r}; this server has {model.name!r}")
+        if spec.HasField("version") and spec.version.value != model.version:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {model.name!r} has no version "
+                                f"{spec.version.value}; this server has version {model.version}")
+
+    class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        async def Predict(self, request, context):
+            await check_spec(request.model_spec, context)
+            signature = request.model_spec.signature_name or client.SIGNATURE
+            if signature != client.SIGNATURE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown signature_name {signature!r}: "
+                                    f"this server answers {client.SIGNATURE!r}")
+            if set(request.inputs) != {client.INPUT_NAME}:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"inputs must be exactly "
+                                    f"{client.INPUT_NAME!r} (DT_STRING [N]), got {sorted(request.inputs)}")
+            tensor = request.inputs[client.INPUT_NAME]
+            if tensor.dtype != tf.string.as_datatype_enum:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{client.INPUT_NAME} must be DT_STRING "
+                                    f"(encoded images)")
+            images = [bytes(b) for b in tf.make_ndarray(tensor).reshape(-1)]
+            if not images:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{client.INPUT_NAME} holds no image")
+            try:
+                predictions = await asyncio.get_running_loop().run_in_executor(
+                    None, model.classify, images, client.INPUT_NAME)
+            except InvalidInput as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = model.name
+            response.model_spec.signature_name = client.SIGNATURE
+            if model.version is not None:
+                response.model_spec.version.value = model.version
+            response.outputs["meteor_probability"].CopyFrom(tf.make_tensor_proto(predictions.meteor_probability))
+            response.outputs["label"].CopyFrom(tf.make_tensor_proto(
+                np.array([l.encode() for l in predictions.label], dtype=object), dtype=tf.string))
+            response.outputs["class_id"].CopyFrom(tf.make_tensor_proto(predictions.class_id.astype(np.int32)))
+            return response
+
+    class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+        async def GetModelStatus(self, request, context):
+            await check_spec(request.model_spec, context)
+            response = get_model_status_pb2.GetModelStatusResponse()
+            status = response.model_version_status.add()
+            status.version = model.version or 0
+            status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE if model.ready else \
+                get_model_status_pb2.ModelVersionStatus.LOADING
+            return response
+
+    return PredictionServicer(), ModelServicer()
+
+
+async def _start_grpc(model: MeteorModel, host: str, port: int, max_message_bytes: int):
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
+                                      ("grpc.max_send_message_length", max_message_bytes)])
+    predict, status = _prediction_servicers(model)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predict, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(status, server)
+    server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")  # IPv6 literals in brackets
+    await server.start()
+    return server
+
+
+class _OneLineClientErrors(logging.Filter):
+    """KServe logs every refused request with a traceback; a bad client request is one line in the server log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kserve.errors import ModelNotFound
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (InvalidInput, ModelNotFound)):
+            record.msg, record.args, record.exc_info, record.exc_text = "refused request: %s", (error,), None, None
+        return True
+
+
+class ModelServer(kserve.ModelServer):
+    """KServe's ModelServer bound to `host` (0.21 hard-codes 0.0.0.0), with TF Serving's gRPC API in place of
+    KServe's own V2 gRPC protocol, and the request-size limit on REST."""
+
+    def __init__(self, model: MeteorModel, host: str = DEFAULT_HOST, http_port: int = DEFAULT_HTTP_PORT,
+                 grpc_port: Optional[int] = DEFAULT_GRPC_PORT, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+        super().__init__(http_port=http_port, enable_grpc=False, workers=1, enable_latency_logging=False)
+        self.model = model
+        self.host = host
+        self.tf_grpc_port = grpc_port
+        self.max_request_bytes = max_request_bytes
+        from kserve.model_server import app
+
+        app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+        kserve_logger.addFilter(_OneLineClientErrors())
+        trace_logger.setLevel(logging.WARNING)  # two timing lines per request; uvicorn's access line stays
+        # kserve 0.21's own endpoints use FastAPI's deprecated ORJSONResponse: a warning per request, nothing to act on
+        warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+
+    def setup_event_loop(self):
+        # start() calls this after building the REST server and before serving: the one place to set its host
+        self._rest_server.config.host = self.host
+        super().setup_event_loop()
+
+    async def _serve(self):
+        grpc_server = None
+        if self.tf_grpc_port:
+            grpc_server = await _start_grpc(self.model, self.host, self.tf_grpc_port, self.max_request_bytes)
+        try:
+            await super()._serve()
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """OSError naming the flag when `host:port` cannot be bound (uvicorn would only log it and exit)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}:{port} for {what} ({e.strerror or e}); is another server "
+                      f"running? Choose another port") from None
+
+
+def serve(model_path, name: str = client.DEFAULT_MODEL_NAME, host: str = DEFAULT_HOST,
+          port: int = DEFAULT_HTTP_PORT, grpc_port: Optional[int] = DEFAULT_GRPC_PORT,
+          max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+    """Load the newest version under `model_path` (or that version dir) and serve it until SIGINT/SIGTERM.
+
+    Raises FileNotFoundError (no model / no version) or OSError (port taken) before serving starts.
+    """
+    from meteor_tf.serving.export import resolve_model
+
+    if max_request_bytes <= 0:
+        raise ValueError(f"max_request_bytes must be positive, got {max_request_bytes}")
+    model_path = resolve_model(model_path)  # a missing model or version fails first, before any port or loading
+    check_port_free(host, port, "REST (--port)")
+    if grpc_port:
+        check_port_free(host, grpc_port, "gRPC (--grpc_port)")
+    model = MeteorModel(name, model_path)
+    model.load()
+    where = f"http://{host}:{port}/v1/models/{name}:predict"
+    if grpc_port:
+        where += f" and grpc://{host}:{grpc_port}"
+    log.info("serving %s (threshold %.4f, %d px) as %r on %s; request limit %d bytes", model.backend.path,
+             model.backend.threshold, model.backend.image_size, name, where, max_request_bytes)
+    ModelServer(model, host, port, grpc_port, max_request_bytes).start([model])

@@ -1,0 +1,59 @@
+"""Helpers shared by the serve/predict/client tests: the session's export (tests/serving/conftest.py: a tiny
+random-weights ResNet-18 at 32 px, exported by the real command with its TFLite conversions) gathered in one dict,
+a station's folder of captures, free ports."""
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import draw_capture
+from tests.serving.conftest import encode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(exported_run, fake_run, capture_bytes):
+    """What the serving tests need of the session's export: model dir, version dir, threshold, test images, the run
+    (its final Keras model) and the TFLite files."""
+    from meteor_tf.serving.export import load_metadata
+
+    return {"model_dir": exported_run["model_dir"], "version_dir": exported_run["version_dir"],
+            "threshold": float(load_metadata(exported_run["version_dir"])["threshold"]),
+            "images": list(capture_bytes), "run_dir": fake_run, "keras_model": fake_run / "final" / "model.keras",
+            "tflite": exported_run["tflite"]}
+
+
+GOOD_FILES = ("night1/FF_0001.png", "night1/FF_0002.png", "night1/deep/FF_0003.jpg", "night2/FF_0004.tif",
+              "night2/FF_0005.gif", "night2/FF_0006.bmp")
+BAD_FILES = {"bad/empty.png": "empty file", "bad/notes_renamed.jpg": "not an image",
+             "bad/truncated.png": "cannot decode", "bad/tiny.png": "too small"}
+
+
+def write_station_folder(root: Path, seed: int = 3) -> Path:
+    """A night's captures as a station leaves them: nested folders, every format, a few bad files, non-images."""
+    rng = np.random.default_rng(seed)
+    for i, name in enumerate(GOOD_FILES):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = draw_capture(rng, i % 2 == 0, 40 + 8 * i)
+        if name.endswith(".tif"):
+            Image.fromarray(image.astype(np.uint16) * 257).save(path)  # 16-bit, as some cameras write
+        else:
+            Image.fromarray(image).save(path)
+    (root / "bad").mkdir()
+    (root / "bad/empty.png").write_bytes(b"")
+    (root / "bad/notes_renamed.jpg").write_text("exposure 10 s, gain 4\n")
+    png = encode(draw_capture(rng, True, 48), "PNG")
+    (root / "bad/truncated.png").write_bytes(png[:len(png) // 2])
+    Image.fromarray(draw_capture(rng, True, 48)[:4, :4]).save(root / "bad/tiny.png")
+    (root / "night1/FF_0001.txt").write_text("not an image: ignored")
+    Image.fromarray(draw_capture(rng, True, 48)).save(root / "night1/.hidden.png")  # hidden: ignored
+    return root
