@@ -56,12 +56,32 @@ def test_plan_has_exact_counts_every_sub_label_and_shared_scenes():
 
 
 def test_quotas_follow_proportions():
-    q = render.sub_label_quotas(660, 1)
-    assert sum(q.values()) == 660
-    assert q["airplane"] == max(q.values())
-    for sub, n in q.items():
-        assert abs(n - 660 * render.SUB_LABEL_PROPORTIONS[sub]) <= 2
+    for label, n in ((0, 1000), (1, 660)):
+        names = render.METEOR_SUB_LABELS if label == 0 else render.NON_METEOR_SUB_LABELS
+        assert sum(render.SUB_LABEL_PROPORTIONS[s] for s in names) == pytest.approx(1.0)
+        q = render.sub_label_quotas(n, label)
+        assert sum(q.values()) == n and set(q) == set(names)
+        for sub, k in q.items():
+            assert abs(k - n * render.SUB_LABEL_PROPORTIONS[sub]) <= 2
+    q = render.sub_label_quotas(1000, 0)
+    assert q["meteor"] == max(q.values())
+    assert q["meteor_faint"] <= 0.12 * 1000  # near-noise meteors stay a minority (2.0.0: 22% -> 10%)
+    assert render.sub_label_quotas(660, 1)["airplane"] == max(render.sub_label_quotas(660, 1).values())
     assert sum(render.sub_label_quotas(3, 0).values()) == 3
+
+
+def test_detection_crops_are_the_majority_and_kinds_do_not_tell_the_class():
+    plans = render.plan_dataset(1000, 660, seed=0)
+    kinds = collections.Counter()
+    frames_by_class = collections.Counter()
+    for p in plans:
+        kinds.update(p.kinds)
+        frames_by_class[p.label] += p.kinds.count("frame")
+    total = sum(kinds.values())
+    assert total == 1660
+    assert 0.2 <= kinds["frame"] / total <= 0.35  # whole frames a minority
+    assert kinds["gmn_crop"] > kinds["allsky_cutout"] > 0.2 * total
+    assert abs(frames_by_class[0] / 1000 - frames_by_class[1] / 660) < 0.06  # same layout mix for both classes
 
 
 def test_generation_is_deterministic_per_seed():
@@ -98,6 +118,50 @@ def test_full_size_frame_and_crop_sizes():
     assert img.shape[0] == img.shape[1] and 128 <= img.shape[0] <= 640
 
 
+def _event(sub_label, seed, small=True):
+    rng = np.random.default_rng(seed)
+    scene = render._make_scene(rng, False, render.size_profile(small))
+    render.EVENT_RENDERERS[sub_label](scene)
+    return scene
+
+
+def test_meteors_have_a_light_curve_and_satellites_do_not():
+    """The real tell between the two streaks: a meteor rises and fades, a satellite keeps its brightness."""
+    for seed in range(6):
+        t, amp = _event("meteor", seed).track
+        assert amp[t < 0.03].max() < 0.4 * amp.max(), seed  # the end may flare, the start rises from nothing
+        t, amp = _event("satellite", seed).track
+        assert amp.min() > 0.6 * amp.max(), seed
+
+
+def test_faint_meteors_sit_just_above_the_noise_floor():
+    """2.0.0: "faint" means a peak of 2.5-5.5 noise sigmas (a detector's threshold), not below the noise."""
+    for seed in range(6):
+        scene = _event("meteor_faint", seed)
+        peak = scene.track[1].max() / scene.noise
+        assert 2.0 <= peak <= 7.0, (seed, peak)
+
+
+def test_airplanes_are_dotted_or_doubled():
+    """Every airplane shows a tell along its track: strobes (separate bright dots) or parallel lines, so the
+    event's brightest pixels never form one smooth single line like a meteor's."""
+    from scipy import ndimage
+
+    for seed in range(6):
+        ev = _event("airplane", seed, small=False).event
+        _, n = ndimage.label(ev > 0.5 * ev.max())
+        assert n >= 2, seed
+
+
+def test_meteor_fills_a_good_part_of_its_detection_crop():
+    fills = []
+    for seed in range(8):
+        img = render.render_example("meteor", "gmn_crop", seed=seed, small=True).astype(np.float32)
+        ys, xs = np.nonzero(img > img.min() + 0.5 * (img.max() - img.min()))
+        fills.append(max(np.ptp(ys), np.ptp(xs)) / img.shape[0])
+    assert np.median(fills) >= 0.3, fills
+
+
 def test_meteor_streak_is_visible_above_the_sky():
     """A bright meteor's streak rises well above the frame's median (the event is really drawn)."""
     img = render.render_example("meteor_bright_flare", "gmn_crop", seed=0, small=True)
@@ -106,7 +170,8 @@ def test_meteor_streak_is_visible_above_the_sky():
 
 def test_tfds_build_counts_kinds_and_scene_sharing(built):
     builder, _ = built
-    assert builder.info.name == "night_sky" and str(builder.info.version) == "1.0.0"
+    assert builder.info.name == "night_sky" and str(builder.info.version) == "2.0.0"
+    assert "2.0.0" in builder.RELEASE_NOTES  # a recalibration bumps the version: tfds never reuses an old build
     assert builder.builder_config.name == f"m{M}_n{N}_s{SEED}_small"
     assert builder.info.features["label"].names == ["meteor", "non_meteor"]
     assert list(builder.info.features["sub_label"].names) == list(render.SUB_LABELS)

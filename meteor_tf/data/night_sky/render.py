@@ -50,16 +50,17 @@ NON_METEOR_SUB_LABELS = (
 )
 SUB_LABELS = METEOR_SUB_LABELS + NON_METEOR_SUB_LABELS
 
-# Share of each sub-label within its class (each class sums to 1). Meteor mix: mostly ordinary/faint streaks,
-# as in a station's meteor archive. Non-meteor mix: the paper says most of the UNIVAP non-meteors were planes,
-# with some storms; the rest are the usual CCTV false triggers (animals, satellites, weather, fireworks).
+# Share of each sub-label within its class (each class sums to 1). Meteor mix: what a station's detection archive
+# holds: mostly ordinary streaks the detector triggered on, a tenth faint (near its threshold), fireballs, short
+# and dashed (stacked-video) ones. Non-meteor mix: the paper says most of the UNIVAP non-meteors were planes, with
+# some storms; the rest are the usual CCTV false triggers (animals, satellites, weather, fireworks).
 SUB_LABEL_PROPORTIONS: Dict[str, float] = {
-    "meteor": 0.44,
-    "meteor_faint": 0.22,
-    "meteor_short": 0.08,
-    "meteor_bright_flare": 0.12,
-    "meteor_train": 0.05,
-    "meteor_dashed": 0.09,
+    "meteor": 0.50,
+    "meteor_faint": 0.10,
+    "meteor_short": 0.09,
+    "meteor_bright_flare": 0.13,
+    "meteor_train": 0.06,
+    "meteor_dashed": 0.12,
     "airplane": 0.30,
     "satellite": 0.14,
     "bird_bat_insect": 0.15,
@@ -72,13 +73,14 @@ SUB_LABEL_PROPORTIONS: Dict[str, float] = {
 
 KINDS = ("frame", "gmn_crop", "allsky_cutout")
 
-# How scenes yield captures (same for both classes, so the kind of capture says nothing about the class).
+# How scenes yield captures (same for both classes, so the kind of capture says nothing about the class). Detection
+# crops are the majority, as GMN and EXOSS archives keep them; whole frames are ~25% of the captures.
 SCENE_LAYOUTS = (
-    (("frame",), 0.55),
-    (("gmn_crop",), 0.15),
-    (("allsky_cutout",), 0.12),
-    (("frame", "gmn_crop"), 0.09),
-    (("frame", "allsky_cutout"), 0.09),
+    (("frame",), 0.10),
+    (("gmn_crop",), 0.44),
+    (("allsky_cutout",), 0.26),
+    (("frame", "gmn_crop"), 0.10),
+    (("frame", "allsky_cutout"), 0.10),
 )
 
 
@@ -320,6 +322,7 @@ class Scene:
     moving: Optional[np.ndarray] = None  # what a max-minus-average image shows (None: the visible event)
     foreground: bool = False  # event in front of the site (near the lens)
     scale: float = 1.0  # linear size relative to a 640x480 frame
+    track: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (t 0..1, peak along a streak) as drawn: tests read it
 
     @property
     def diag(self):
@@ -559,9 +562,9 @@ def render_meteor(scene: Scene, variant: str) -> None:
     rng, s = scene.rng, scene
     d = s.diag
     length = {
-        "meteor": lambda: d * math.exp(rng.uniform(math.log(0.06), math.log(0.55))),
+        "meteor": lambda: d * math.exp(rng.uniform(math.log(0.08), math.log(0.55))),
         "meteor_faint": lambda: d * math.exp(rng.uniform(math.log(0.04), math.log(0.4))),
-        "meteor_short": lambda: d * rng.uniform(0.012, 0.05),
+        "meteor_short": lambda: d * rng.uniform(0.02, 0.06),
         "meteor_bright_flare": lambda: d * rng.uniform(0.15, 0.75),
         "meteor_train": lambda: d * rng.uniform(0.15, 0.6),
         "meteor_dashed": lambda: d * rng.uniform(0.1, 0.55),
@@ -572,28 +575,32 @@ def render_meteor(scene: Scene, variant: str) -> None:
     spacing = 0.5
     x, y, t = line_points(x0, y0, x1, y1, curvature=rng.uniform(-0.01, 0.01), spacing=spacing)
     lc = _light_curve(rng, t)
+    # peak brightness in noise sigmas: a detection archive holds what the detector triggered on, so ordinary
+    # meteors are clearly above the noise; "faint" ones sit just above the trigger threshold
     snr = {
-        "meteor": lambda: math.exp(rng.uniform(math.log(3.5), math.log(50))),
-        "meteor_faint": lambda: rng.uniform(1.3, 3.5),
-        "meteor_short": lambda: math.exp(rng.uniform(math.log(2.5), math.log(40))),
+        "meteor": lambda: math.exp(rng.uniform(math.log(8), math.log(80))),
+        "meteor_faint": lambda: rng.uniform(2.5, 5.5),
+        "meteor_short": lambda: math.exp(rng.uniform(math.log(6), math.log(50))),
         "meteor_bright_flare": lambda: rng.uniform(40, 150),
         "meteor_train": lambda: rng.uniform(30, 120),
-        "meteor_dashed": lambda: math.exp(rng.uniform(math.log(4), math.log(60))),
+        "meteor_dashed": lambda: math.exp(rng.uniform(math.log(6), math.log(60))),
     }[variant]()
     peak = snr * s.noise
     if variant == "meteor_bright_flare" or (variant == "meteor" and rng.uniform() < 0.15):
         for _ in range(rng.integers(1, 4)):
             tc, wd = rng.uniform(0.35, 0.95), rng.uniform(0.01, 0.05)
             lc = lc + rng.uniform(0.8, 3.0) * np.exp(-0.5 * ((t - tc) / wd) ** 2) * (t < 1)
-    widen = {"meteor_bright_flare": 1.2, "meteor_train": 0.8}.get(variant, 0.25)
-    sigma = s.psf * (1 + widen * np.clip(lc, 0, 2) * min(1.0, snr / 30))
+    # the head blooms where it is bright: wider than a star (a satellite is not), and more so for fireballs
+    widen = {"meteor_bright_flare": 1.2, "meteor_train": 0.8}.get(variant, 0.6)
+    sigma = s.psf * (1 + widen * np.clip(lc, 0, 2) * min(1.0, snr / 20))
     amp = peak * lc
     if variant == "meteor_dashed":
         period = rng.uniform(6, 30) * max(s.scale, 0.5)
-        duty = rng.uniform(0.35, 0.7)
+        duty = rng.uniform(0.55, 0.85)  # frame exposure longer than the read-out gap: dashes, not a plane's dots
         phase = (t * length / period + rng.uniform()) % 1
         amp = amp * (phase < duty)
     draw_line(s.event, x, y, amp, sigma, spacing)
+    s.track = (t, amp)
     if snr > 25:  # glow around bright meteors
         draw_line(s.event, x, y, amp * rng.uniform(0.03, 0.12), sigma * 4, spacing)
     if variant == "meteor_bright_flare" and rng.uniform() < 0.45:  # fragmentation near the end
@@ -629,16 +636,19 @@ def render_airplane(scene: Scene) -> None:
     spacing = 0.5
     x, y, t = line_points(x0, y0, x1, y1, curvature=rng.uniform(-0.03, 0.03), spacing=spacing)
     nx, ny = -(y1 - y0) / length, (x1 - x0) / length
-    style = rng.choice(["lines_strobes", "dotted", "lines", "landing"], p=[0.5, 0.25, 0.15, 0.1])
+    # every style keeps a plane's tells: blinking strobes (dotted), two parallel wing-tip lines, a blinking beacon
+    style = rng.choice(["lines_strobes", "dotted", "lines"], p=[0.5, 0.3, 0.2])
     steady = s.noise * math.exp(rng.uniform(math.log(2.5), math.log(30)))
+    if style == "dotted" and rng.uniform() < 0.5:  # a dim steady nav light under the strobes
+        draw_line(s.event, x, y, steady * rng.uniform(0.2, 0.5), s.psf, spacing)
     if style in ("lines_strobes", "lines"):
-        n_lines = 2 if rng.uniform() < 0.6 else 1
+        n_lines = 2 if style == "lines" or rng.uniform() < 0.6 else 1
         sep = rng.uniform(2, 8) * max(s.scale, 0.5)
         for k in range(n_lines):
             off = (k - (n_lines - 1) / 2) * sep
             mod = 1 + rng.uniform(0, 0.15) * np.sin(2 * np.pi * t * rng.uniform(2, 8))
-            if style == "lines":  # steady beacon with a slow on-off
-                mod = mod * (0.6 + 0.4 * (np.sin(2 * np.pi * t * rng.uniform(5, 25)) > 0))
+            if style == "lines":  # no strobes: the lights blink on and off along both wing-tip lines
+                mod = mod * (0.2 + 0.8 * (np.sin(2 * np.pi * t * rng.uniform(5, 25)) > 0))
             draw_line(s.event, x + nx * off, y + ny * off, steady * rng.uniform(0.6, 1.0) * mod, s.psf, spacing)
     if style in ("lines_strobes", "dotted"):
         period = rng.uniform(12, 60) * max(s.scale, 0.4)
@@ -649,24 +659,24 @@ def render_airplane(scene: Scene) -> None:
             tt = np.concatenate([tt, tt + rng.uniform(3, 7) * max(s.scale, 0.5) / length])
         px = x0 + (x1 - x0) * tt
         py = y0 + (y1 - y0) * tt
-        amp = s.noise * rng.uniform(10, 80) * rng.uniform(0.7, 1.0, tt.size)
+        # white anti-collision strobes outshine the steady lights: the dots stay separate
+        amp = max(s.noise * rng.uniform(10, 80), steady * rng.uniform(2, 4)) * rng.uniform(0.7, 1.0, tt.size)
         dl = rng.uniform(0.5, 3) * max(s.scale, 0.5)
         ux, uy = (x1 - x0) / length, (y1 - y0) / length
         for f in np.linspace(0, 1, 3):
             splat(s.event, px + ux * dl * f, py + uy * dl * f, amp / 2, s.psf * rng.uniform(1.0, 1.6))
-    if style == "landing":
-        draw_line(s.event, x, y, steady * rng.uniform(2, 6), s.psf * rng.uniform(1.5, 3), spacing)
-        draw_line(s.event, x, y, steady * 0.2, s.psf * 6, spacing)
 
 
 def render_satellite(scene: Scene) -> None:
     rng, s = scene.rng, scene
-    length = s.diag * rng.uniform(0.3, 1.2) * (0.6 if s.allsky else 1)
-    x0, y0, x1, y1 = _segment_through(s, length, cross_edge_p=0.35)
+    # slow and steady: long (often leaving the frame), star-wide, the same brightness end to end (no light curve)
+    length = s.diag * rng.uniform(0.4, 1.3) * (0.6 if s.allsky else 1)
+    x0, y0, x1, y1 = _segment_through(s, length, cross_edge_p=0.5)
     x, y, t = line_points(x0, y0, x1, y1, curvature=rng.uniform(-0.003, 0.003), spacing=0.5)
-    r0, r1 = rng.uniform(0.75, 1.25, 2)
-    amp = s.noise * rng.uniform(1.3, 6.0) * (r0 + (r1 - r0) * t) * (1 + 0.03 * rng.standard_normal(t.size))
+    r0, r1 = rng.uniform(0.85, 1.15, 2)
+    amp = s.noise * rng.uniform(2.0, 8.0) * (r0 + (r1 - r0) * t) * (1 + 0.03 * rng.standard_normal(t.size))
     draw_line(s.event, x, y, amp, s.psf, 0.5)
+    s.track = (t, amp)
 
 
 def render_bird_bat_insect(scene: Scene) -> None:

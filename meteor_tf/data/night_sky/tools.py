@@ -65,8 +65,8 @@ def pick_for_sheet(examples: Iterable[Mapping], per_sub_label: int = 4) -> Dict[
             buckets[sub][kind].append(ex)
     chosen: Dict[str, List[Mapping]] = {}
     for sub, by_kind in buckets.items():
-        # frames first (two of them when possible), then crops, round robin
-        order = [("frame", 2), ("gmn_crop", 1), ("allsky_cutout", 1)]
+        # one whole frame, then crops (the majority of the captures since 2.0.0)
+        order = [("frame", 1), ("gmn_crop", 2), ("allsky_cutout", 1)]
         picked: List[Mapping] = []
         for kind, k in order:
             picked += by_kind[kind][:k]
