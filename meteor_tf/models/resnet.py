@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 import keras
 from keras import layers
 
+from meteor_tf.models.conv import Conv2D
+
 DEPTHS = (18, 34, 50, 101)
 LAYOUTS = ("torchvision", "keras")
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -101,7 +103,7 @@ def _resolve_input_shape(input_shape, input_channels):
 def _torch_conv(filters, kernel_size, strides, name):
     # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu").
     init = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-    return layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False,
+    return Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False,
                          kernel_initializer=init, name=name)
 
 
@@ -172,7 +174,7 @@ def _keras_bn(name):
 
 def _keras_network(x, depth):
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
+    x = Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
     x = _keras_bn("conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -189,18 +191,18 @@ def _keras_network(x, depth):
 def _keras_bottleneck_block(x, filters, strides, projection, prefix):
     # Shortcut first, as keras.applications creates it, so the layer order (and .weights.h5 layout) match.
     if projection:
-        shortcut = layers.Conv2D(filters * BOTTLENECK_EXPANSION, 1, strides=strides, name=f"{prefix}_0_conv")(x)
+        shortcut = Conv2D(filters * BOTTLENECK_EXPANSION, 1, strides=strides, name=f"{prefix}_0_conv")(x)
         shortcut = _keras_bn(f"{prefix}_0_bn")(shortcut)
     else:
         shortcut = x
     # keras.applications (v1) strides the first 1×1 conv.
-    y = layers.Conv2D(filters, 1, strides=strides, name=f"{prefix}_1_conv")(x)
+    y = Conv2D(filters, 1, strides=strides, name=f"{prefix}_1_conv")(x)
     y = _keras_bn(f"{prefix}_1_bn")(y)
     y = layers.Activation("relu", name=f"{prefix}_1_relu")(y)
-    y = layers.Conv2D(filters, 3, padding="same", name=f"{prefix}_2_conv")(y)
+    y = Conv2D(filters, 3, padding="same", name=f"{prefix}_2_conv")(y)
     y = _keras_bn(f"{prefix}_2_bn")(y)
     y = layers.Activation("relu", name=f"{prefix}_2_relu")(y)
-    y = layers.Conv2D(filters * BOTTLENECK_EXPANSION, 1, name=f"{prefix}_3_conv")(y)
+    y = Conv2D(filters * BOTTLENECK_EXPANSION, 1, name=f"{prefix}_3_conv")(y)
     y = _keras_bn(f"{prefix}_3_bn")(y)
     y = layers.Add(name=f"{prefix}_add")([shortcut, y])
     return layers.Activation("relu", name=f"{prefix}_out")(y)
