@@ -6,7 +6,8 @@ The library never reads flags: `config_from_flags()` is the only bridge.
 from __future__ import annotations
 
 import shlex
-from typing import List
+import sys
+from typing import Callable, List
 
 from absl import flags
 
@@ -160,3 +161,24 @@ def column_label(spec: str) -> str:
 
 def columns(specs: List[str]) -> List[dict]:
     return [parse_column(s) for s in specs]
+
+
+def own_flags_parser(own: flags.FlagValues, doc: str) -> Callable[[List[str]], List[str]]:
+    """An `app.run(flags_parser=...)` for a command with its own FlagValues (`meteor-predict`, `meteor-serve`):
+    --help prints the command's docstring and its flags only, a bad flag is one line on stderr and exit 2, and
+    absl's own flags (logging) keep their defaults."""
+
+    def parse(argv: List[str]) -> List[str]:
+        if any(a in ("help", "--help", "-h", "--helpfull") for a in argv[1:]):
+            print(doc)
+            print(own.get_help())
+            raise SystemExit(0)
+        try:
+            rest = own(argv)
+        except flags.Error as e:
+            print(f"error: {e} (--help lists the flags)", file=sys.stderr)
+            raise SystemExit(2)
+        flags.FLAGS.mark_as_parsed()
+        return rest
+
+    return parse

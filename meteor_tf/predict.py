@@ -18,6 +18,8 @@ import sys
 
 from absl import app, flags
 
+from meteor_tf.flags import own_flags_parser
+
 # A FlagValues of its own: importing this module beside the other CLIs (which have --model, --threshold, --overwrite,
 # --batch_size of their own) cannot collide, whatever the import order.
 FLAGS = flags.FlagValues()
@@ -96,18 +98,7 @@ def _predict() -> int:
     return 0
 
 
-def _parse(argv):
-    if any(a in ("help", "--help", "-h", "--helpfull") for a in argv[1:]):
-        print(__doc__)
-        print(FLAGS.get_help())
-        raise SystemExit(0)
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e} (--help lists the flags)", file=sys.stderr)
-        raise SystemExit(2)
-    flags.FLAGS.mark_as_parsed()  # absl's own flags (logging) keep their defaults
-    return rest
+_parse = own_flags_parser(FLAGS, __doc__)
 
 
 def run() -> None:
