@@ -151,6 +151,37 @@ def _predict_meteor(model, images, batch_size) -> np.ndarray:
     return model.predict(images, batch_size=batch_size, verbose=0)[:, METEOR]
 
 
+class CachedHead:
+    """One head model, compiled once, that trains on cached backbone features for every fold of a run.
+
+    Each fold copies its own freshly seeded head weights in (`start`), trains this model, and copies the result back
+    (`finish`); the optimizer's state is reset to its freshly built values per fold. Own code because Keras traces
+    `fit`/`predict` functions again after every `compile` and for every new model: on cached features those traces
+    (seconds) cost more than the head's few hundred training steps, and were most of a fold's time."""
+
+    def __init__(self, config: ExperimentConfig, feature_dim: int):
+        from meteor_tf.models.classifier import build_head
+        from meteor_tf.training.phases import compile_for_phase
+
+        self.model = build_head(feature_dim, tuple(config.head_units), tuple(config.head_dropout),
+                                batch_norm=config.head_batch_norm)
+        compile_for_phase(self.model, config.lr_head_value, weight_decay=config.weight_decay,
+                          jit_compile=config.jit_compile, meteor_auc=True)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
+
+    def start(self, head) -> None:
+        self.model.set_weights(head.get_weights())
+        for variable, value in zip(self.model.optimizer.variables, self._optimizer_start):
+            variable.assign(value)
+
+    def finish(self, head) -> None:
+        head.set_weights(self.model.get_weights())
+
+    def predict_meteor(self, features: np.ndarray, batch_size: int) -> np.ndarray:
+        return _predict_meteor(self.model, features, batch_size)
+
+
 def _phase_callbacks(run_dir: Path, phase_dir: Path, phase: str, best_path: Path, initial_best: float):
     import keras
 
@@ -169,7 +200,8 @@ def _phase_callbacks(run_dir: Path, phase_dir: Path, phase: str, best_path: Path
     ]
 
 
-def _phase_lr_choice(config: ExperimentConfig, phase: str, train_model, train_ds, phase_dir: Path) -> float:
+def _phase_lr_choice(config: ExperimentConfig, phase: str, train_model, train_ds, phase_dir: Path,
+                     compiled: bool = False) -> float:
     """The phase's peak LR: the LR flag, or the LR range test's suggestion (run once on the fit split and
     recorded, so a phase resumed after a kill trains on with the LR it started with), or the paper's LR."""
     from meteor_tf.training.callbacks import lr_range_test
@@ -180,7 +212,8 @@ def _phase_lr_choice(config: ExperimentConfig, phase: str, train_model, train_ds
         return float(json.loads(record.read_text())["lr"])
     lr, source = _phase_lr(config, phase), "flag" if _lr_flag(config, phase) is not None else "paper default"
     if config.lr_find and _lr_flag(config, phase) is None:
-        compile_for_phase(train_model, lr, weight_decay=config.weight_decay)
+        if not compiled:
+            compile_for_phase(train_model, lr, weight_decay=config.weight_decay)
         found = lr_range_test(train_model, train_ds, plot_path=str(phase_dir / f"lr_find_{phase}.png"))
         if found.suggestion is not None:
             lr, source = float(found.suggestion), "lr range test"
@@ -191,9 +224,11 @@ def _phase_lr_choice(config: ExperimentConfig, phase: str, train_model, train_ds
 
 
 def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, phase_dir: Path,
-              epochs: int, batch_size: int, run_dir: Path) -> dict:
+              epochs: int, batch_size: int, run_dir: Path, compiled: bool = False) -> dict:
     """Trains `train_model` (the classifier, or its head on cached features) for one phase, picks the epoch with
-    the best inner-validation loss, and returns the LR used and the per-epoch history."""
+    the best inner-validation loss, and returns the LR used and the per-epoch history. `compiled=True`: the
+    model is already compiled for this phase (a `CachedHead`), keep its traced functions and reset nothing but
+    the LR."""
     from meteor_tf.data.pipeline import make_dataset
     from meteor_tf.training.phases import train_phase
 
@@ -205,13 +240,13 @@ def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, ph
     best_path = phase_dir / f"best_{phase}.weights.h5"
     previous = _read_csv_log(log_path)
     initial_best = min(previous["val_loss"]) if previous.get("val_loss") else np.inf
-    lr = _phase_lr_choice(config, phase, train_model, train_ds, phase_dir)
+    lr = _phase_lr_choice(config, phase, train_model, train_ds, phase_dir, compiled=compiled)
     _, lr_used = train_phase(
         train_model, train_ds, val_ds, epochs=epochs, lr=lr, steps_per_epoch=steps,
         callbacks=_phase_callbacks(run_dir, phase_dir, phase, best_path, initial_best),
         first_cycle_epochs=config.sgdr_first_cycle_epochs, t_mul=config.sgdr_t_mul,
         m_mul=config.sgdr_m_mul, min_lr=config.sgdr_min_lr, weight_decay=config.weight_decay,
-        jit_compile=config.jit_compile, meteor_auc=True, verbose=2)
+        jit_compile=config.jit_compile, meteor_auc=True, verbose=2, compile=not compiled)
     if best_path.exists():
         train_model.load_weights(str(best_path))
     return {"lr": float(lr_used), "history": _read_csv_log(log_path)}
@@ -227,11 +262,13 @@ def _phase_lr(config: ExperimentConfig, phase: str) -> float:
 
 def train_and_evaluate(config: ExperimentConfig, examples, fold: FoldData, name: str, run_dir: Path,
                        record: RunRecord, backbone_path: Optional[Path], features: Optional[np.ndarray],
-                       seed: int, batch_size: int):
+                       seed: int, batch_size: int, cached_head: Optional[CachedHead] = None):
     """Both phases of one fold (or of the final model): head on the frozen backbone, then fine-tuning.
 
     Returns ({phase: test-fold metrics at 0.5, LR, history}, the trained model); predictions go to
-    predictions_{phase}.npz. `batch_size` is the global batch (per-replica size × replicas)."""
+    predictions_{phase}.npz. `batch_size` is the global batch (per-replica size × replicas). With `features`
+    (cached backbone features) the head phase trains and predicts on them, with `cached_head` (pass one for
+    all folds of a run, so it is traced once) or a new one."""
     from meteor_tf.models.freeze import set_phase
 
     phase_dir = run_dir / name
@@ -251,10 +288,14 @@ def train_and_evaluate(config: ExperimentConfig, examples, fold: FoldData, name:
             results[phase] = done
             continue
         started = time.time()
+        on_features = phase == "head" and features is not None
         if phase == "head":
             set_phase(model, "head")
-            if features is not None:
-                train_model = model.get_layer("head")  # shares its weights with `model`
+            if on_features:
+                if cached_head is None:
+                    cached_head = CachedHead(config, features.shape[-1])
+                cached_head.start(model.get_layer("head"))
+                train_model = cached_head.model
                 data = ((features[fold.fit_idx], y[fold.fit_idx]), (features[fold.val_idx], y[fold.val_idx]), "none")
             else:
                 train_model = model
@@ -264,10 +305,17 @@ def train_and_evaluate(config: ExperimentConfig, examples, fold: FoldData, name:
             train_model = model
             data = ((x[fold.fit_idx], y[fold.fit_idx]), (x[fold.val_idx], y[fold.val_idx]), config.augment)
         epochs = config.head_epochs if phase == "head" else config.fine_tune_epochs
-        info = run_phase(config, phase, train_model, data, phase_dir, epochs, batch_size, run_dir)
-        val_prob = _predict_meteor(model, x[fold.val_idx], batch_size)
-        test_prob = _predict_meteor(model, x[fold.test_idx], batch_size) if len(fold.test_idx) else \
-            np.zeros((0,))
+        info = run_phase(config, phase, train_model, data, phase_dir, epochs, batch_size, run_dir,
+                         compiled=on_features)
+        if on_features:  # the backbone is frozen and inference-only: its cached features give the same answers
+            cached_head.finish(model.get_layer("head"))
+            val_prob = cached_head.predict_meteor(features[fold.val_idx], batch_size)
+            test_prob = cached_head.predict_meteor(features[fold.test_idx], batch_size) if len(fold.test_idx) \
+                else np.zeros((0,))
+        else:
+            val_prob = _predict_meteor(model, x[fold.val_idx], batch_size)
+            test_prob = _predict_meteor(model, x[fold.test_idx], batch_size) if len(fold.test_idx) else \
+                np.zeros((0,))
         np.savez(phase_dir / f"predictions_{phase}.npz", val_idx=fold.val_idx, val_prob=val_prob,
                  test_idx=fold.test_idx, test_prob=test_prob)
         result = {
@@ -365,7 +413,7 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
                      f"test {len(fold.test_idx)}")
             per_fold[f"fold_{k}"], _ = train_and_evaluate(config, examples, fold, f"fold_{k}", run_dir, record,
                                                           backbone_path, features, seed=config.seed + 1000 * (k + 1),
-                                                          batch_size=batch_size)
+                                                          batch_size=batch_size, cached_head=cached_head)
             report.write_json(run_dir / f"fold_{k}" / "metrics.json",
                               {phase: r["test"] for phase, r in per_fold[f"fold_{k}"].items()})
             timings[f"fold {k}"] = time.time() - t
@@ -375,7 +423,7 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
             t = time.time()
             progress("retraining the final model on all the data with the CV settings")
             result["final"] = train_final(config, examples, run_dir, record, backbone_path, features,
-                                          result["threshold"]["value"], batch_size)
+                                          result["threshold"]["value"], batch_size, cached_head)
             timings["final model"] = time.time() - t
     timings["total"] = time.time() - t0
     result["timings"] = timings
@@ -442,7 +490,7 @@ def summarise(config, examples, folds, per_fold, run_dir: Path, timings) -> dict
 
 
 def train_final(config, examples, run_dir: Path, record: RunRecord, backbone_path, features, threshold: float,
-                batch_size: int):
+                batch_size: int, cached_head: Optional[CachedHead] = None):
     """Retrains on all the data (an inner validation split still picks the checkpoint) and saves the model."""
     from meteor_tf.data import folds as f
 
@@ -451,7 +499,7 @@ def train_final(config, examples, run_dir: Path, record: RunRecord, backbone_pat
                                                 fraction=config.val_fraction, seed=config.seed)
     fold = FoldData(np.asarray(fit_idx), np.asarray(val_idx), np.zeros((0,), dtype=int))
     results, model = train_and_evaluate(config, examples, fold, "final", run_dir, record, backbone_path, features,
-                                        seed=config.seed, batch_size=batch_size)
+                                        seed=config.seed, batch_size=batch_size, cached_head=cached_head)
     final_dir = run_dir / "final"
     model_path = final_dir / "model.keras"
     if not model_path.exists():

@@ -249,14 +249,15 @@ class TrialRunner:
         strategy, batch_size = self.runtime()
         per_fold = []
         with strategy.scope():
-            features = None
+            features, cached_head = None, None
             if cv.use_cached_features(config):
                 features = cv.backbone_features(config, examples.images, backbone_path, run_dir / "features.npy",
                                                 batch_size)
+                cached_head = cv.CachedHead(config, features.shape[-1])  # traced once for the trial's folds
             for k, fold in enumerate(folds):
                 results, _ = cv.train_and_evaluate(config, examples, fold, f"fold_{k}", run_dir, record,
                                                    backbone_path, features, seed=config.seed + 1000 * (k + 1),
-                                                   batch_size=batch_size)
+                                                   batch_size=batch_size, cached_head=cached_head)
                 per_fold.append(self._fold_metrics(results, run_dir / f"fold_{k}", examples.labels))
         metrics = {}
         for name in METRICS:

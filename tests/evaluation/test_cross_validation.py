@@ -115,3 +115,53 @@ def test_no_test_fold_example_reaches_training_lr_finding_checkpointing_or_the_t
         for used in seen["datasets"][k * per_fold:(k + 1) * per_fold]:
             assert not (used & test)
     assert seen["threshold_n"] == [sum(len(f["val"]) for f in folds)]
+
+
+def test_cached_features_train_one_head_compiled_once_and_predict_as_the_full_model(tmp_path, backbone_file,
+                                                                                    monkeypatch):
+    """Head-only CV on cached features: one compile (one trace) for all folds and the final model, and the
+    predictions taken from the features equal the full model's on the images."""
+    from meteor_tf.models.classifier import build_classifier_from_config
+    from meteor_tf.training import phases
+
+    compiles = []
+    real_compile = phases.compile_for_phase
+    monkeypatch.setattr(phases, "compile_for_phase", lambda model, *a, **k: compiles.append(model.name) or
+                        real_compile(model, *a, **k))
+    data = write_capture_folder(tmp_path / "captures", meteors=12, non_meteors=9)
+    config = tiny_config(tmp_path, data, pretrain="fashion_mnist", weights=str(backbone_file), fine_tune=False,
+                         retrain_final=True, head_epochs=2)
+    cv.run_experiment(config)
+    assert compiles == ["head"]  # not one per fold (3) and one for the final model
+    run_dir = tmp_path / "runs" / config.derived_run_id()
+    from meteor_tf.data.dataset import load_examples
+
+    examples = load_examples(config)
+    for k in range(3):
+        model = build_classifier_from_config(config)
+        model.load_weights(str(run_dir / f"fold_{k}" / "after_head.weights.h5"))
+        saved = np.load(run_dir / f"fold_{k}" / "predictions_head.npz")
+        direct = model.predict(examples.images[saved["test_idx"]], verbose=0)[:, 0]
+        np.testing.assert_allclose(saved["test_prob"], direct, atol=1e-5)
+
+
+def test_cached_head_starts_each_fold_from_the_folds_weights_and_a_fresh_optimizer(tmp_path):
+    from meteor_tf.models.classifier import build_head
+
+    config = tiny_config(tmp_path, tmp_path, pretrain="fashion_mnist", head_epochs=1)
+    shared = cv.CachedHead(config, feature_dim=8)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 8)).astype("float32"), rng.integers(0, 2, 16)
+    shared.model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert int(shared.model.optimizer.iterations.numpy()) == 4
+    fold_head = build_head(8, (16,), (0.1,))
+    shared.start(fold_head)
+    assert int(shared.model.optimizer.iterations.numpy()) == 0
+    assert all(not np.any(v.numpy()) for v in shared.model.optimizer.variables if "momentum" in v.path
+               or "velocity" in v.path)
+    for mine, theirs in zip(shared.model.get_weights(), fold_head.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    shared.model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    shared.finish(fold_head)
+    for mine, theirs in zip(shared.model.get_weights(), fold_head.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
