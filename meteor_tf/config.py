@@ -12,7 +12,7 @@ LAYOUTS = ("torchvision", "keras")
 PRETRAINS = ("imagenet", "fashion_mnist", "none")
 AUGMENTS = ("none", "on_side", "complete")
 STRATEGIES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
-MIXED_PRECISIONS = ("none", "float16", "bfloat16")
+MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
 
 # The paper's learning rates (section 5), used when the LR range test is off.
 PAPER_LR_HEAD = 0.03
@@ -68,8 +68,8 @@ class ExperimentConfig:
     retrain_final: bool = True
     # execution (not part of the run id)
     strategy: str = "auto"
-    mixed_precision: str = "none"
-    jit_compile: bool = False
+    mixed_precision: str = "auto"  # float32 on CPU, bfloat16/float16 on GPUs (distribute.auto_mixed_precision)
+    jit_compile: Optional[bool] = None  # None: Keras's "auto" (XLA on GPUs, off on CPU: measured, README)
     cache_features: bool = True
     seed: int = 42
     output_dir: str = "runs"

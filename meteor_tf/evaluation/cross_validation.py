@@ -395,15 +395,17 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
     _check_folds(run_dir, examples, folds)
 
     progress(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), global "
-             f"batch {batch_size}, precision policy {config.mixed_precision}, jit_compile {config.jit_compile}")
+             f"batch {batch_size}, precision policy {keras_policy_name()} (--mixed_precision={config.mixed_precision}), "
+             f"XLA {'auto (on GPUs only)' if config.jit_compile is None else config.jit_compile}")
     t = time.time()
-    features = None
+    features, cached_head = None, None
     with strategy.scope():
         if use_cached_features(config):
             progress("computing the frozen backbone's features once for every capture (--nocache_features to "
                      "recompute them every step)")
             features = backbone_features(config, examples.images, backbone_path, run_dir / "features.npy",
                                          batch_size)
+            cached_head = CachedHead(config, features.shape[-1])  # compiled and traced once for every fold
         timings["cached features"] = time.time() - t
 
         per_fold: Dict[str, Dict[str, dict]] = {}
@@ -433,6 +435,12 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
         title=f"meteor_tf run {run_dir.name}"))
     progress(f"summary: {run_dir / 'summary.md'}")
     return result
+
+
+def keras_policy_name() -> str:
+    import keras
+
+    return keras.mixed_precision.global_policy().name
 
 
 def _runtime(config: ExperimentConfig):

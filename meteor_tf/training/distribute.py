@@ -122,12 +122,42 @@ def scaled_batch_size(per_replica: int, strategy: Optional[tf.distribute.Strateg
     return int(per_replica) * int(strategy.num_replicas_in_sync)
 
 
+def auto_mixed_precision(gpus: Optional[List] = None) -> str:
+    """The default precision per device type (``--mixed_precision=auto``).
+
+    CPU: float32. Measured on this project's CPU (AVX2, no BF16 hardware; benchmarks/precision_compile.py, README
+    "Performance"): mixed_bfloat16 trains several times slower than float32 without XLA and is within noise of
+    float32 with XLA, and it changes the numbers; a CPU with AVX-512 BF16 or AMX could gain, but none was there to
+    measure, so we do not switch on a guess. GPU: mixed_bfloat16 on compute capability ≥ 8.0 (Ampere, Hopper; no
+    loss scaling needed), mixed_float16 on 7.x (Volta, Turing), float32 below — Keras's mixed-precision guidance;
+    no GPU with TensorFlow was available to measure it."""
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    capabilities = []
+    for gpu in gpus:
+        try:
+            capabilities.append(tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                                      or (0, 0)))
+        except (ValueError, TypeError, AttributeError):
+            capabilities.append((0, 0))
+    if not capabilities:
+        return "none"
+    lowest = min(capabilities)
+    if lowest >= (8, 0):
+        return "bfloat16"
+    if lowest >= (7, 0):
+        return "float16"
+    return "none"
+
+
 def set_mixed_precision(mode: str = "none") -> str:
     """Set Keras' global dtype policy: ``"none"`` → float32, ``"float16"`` → mixed_float16 (GPUs; ``compile``
-    wraps the optimizer in a LossScaleOptimizer), ``"bfloat16"`` → mixed_bfloat16 (TPUs, recent GPUs/CPUs).
-    Call it before building the model. Returns the policy name."""
+    wraps the optimizer in a LossScaleOptimizer), ``"bfloat16"`` → mixed_bfloat16 (TPUs, recent GPUs/CPUs),
+    ``"auto"`` → ``auto_mixed_precision()`` for the devices present. Call it before building the model.
+    Returns the policy name."""
+    if mode == "auto":
+        mode = auto_mixed_precision()
     if mode not in _POLICIES:
-        raise ValueError(f"mixed precision {mode!r} is not one of {', '.join(_POLICIES)}")
+        raise ValueError(f"mixed precision {mode!r} is not one of auto, {', '.join(_POLICIES)}")
     keras.mixed_precision.set_global_policy(_POLICIES[mode])
     return _POLICIES[mode]
 

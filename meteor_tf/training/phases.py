@@ -43,17 +43,19 @@ def make_optimizer(lr: float, weight_decay: float = 0.0) -> keras.optimizers.Opt
     return keras.optimizers.Adam(learning_rate=float(lr))
 
 
-def compile_for_phase(model: keras.Model, lr: float, weight_decay: float = 0.0, jit_compile: bool = False,
+def compile_for_phase(model: keras.Model, lr: float, weight_decay: float = 0.0,
+                      jit_compile: Optional[bool] = False,
                       metrics: Optional[Sequence] = None, meteor_auc: bool = False) -> keras.Model:
     """Compile ``model`` (softmax outputs, sparse integer labels) for a phase: a fresh Adam/AdamW with float
     LR ``lr``, sparse categorical cross-entropy, ``metrics`` (default ``["accuracy"]``) plus the meteor-class
-    AUC when ``meteor_auc``. Under a distribution strategy call it inside ``strategy.scope()``. Returns the
+    AUC when ``meteor_auc``; ``jit_compile=None`` is Keras's "auto" (XLA on GPUs only). Under a distribution strategy call it inside ``strategy.scope()``. Returns the
     model."""
     metrics = list(metrics) if metrics is not None else ["accuracy"]
     if meteor_auc:
         metrics.append(MeteorAUC())
     model.compile(optimizer=make_optimizer(lr, weight_decay),
-                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics, jit_compile=jit_compile)
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics,
+                  jit_compile="auto" if jit_compile is None else jit_compile)
     return model
 
 
@@ -75,7 +77,7 @@ def train_phase(model: keras.Model, train_ds, val_ds, epochs: int, lr: float,
                 first_cycle_epochs: float = 1, t_mul: float = 2, m_mul: float = 1, min_lr: float = 1e-5,
                 lr_find: bool = False, lr_find_plot: Optional[str] = None,
                 lr_find_kwargs: Optional[dict] = None, validation_steps: Optional[int] = None,
-                compile: bool = True, weight_decay: float = 0.0, jit_compile: bool = False,
+                compile: bool = True, weight_decay: float = 0.0, jit_compile: Optional[bool] = False,
                 metrics: Optional[Sequence] = None, meteor_auc: bool = False,
                 verbose: int = 0) -> Tuple[keras.callbacks.History, float]:
     """Train ``model`` for one phase with SGDR; returns ``(history, lr_used)``.

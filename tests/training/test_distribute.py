@@ -98,3 +98,38 @@ def test_mirrored_two_logical_cpus_fit_and_custom_loop(tmp_path):
     assert out["loop_vs_single_device_max_diff"] < 1e-5
     np.testing.assert_allclose(h["loss"], out["single_loss"], rtol=1e-5)
     assert out["loop_eval_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("capabilities, expected", [([], "none"), ([(9, 0)], "bfloat16"), ([(8, 0), (9, 0)], "bfloat16"),
+                                                    ([(7, 5)], "float16"), ([(8, 6), (7, 0)], "float16"),
+                                                    ([(6, 1)], "none")])
+def test_auto_mixed_precision_per_device_type(monkeypatch, capabilities, expected):
+    import tensorflow as tf
+
+    gpus = [f"GPU:{i}" for i in range(len(capabilities))]
+    details = dict(zip(gpus, capabilities))
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda gpu: {"compute_capability": details[gpu]})
+    assert distribute.auto_mixed_precision(gpus) == expected
+
+
+def test_auto_precision_here_is_float32_and_the_default():
+    from meteor_tf.config import ExperimentConfig
+
+    assert ExperimentConfig().mixed_precision == "auto" and ExperimentConfig().jit_compile is None
+    try:
+        assert distribute.set_mixed_precision("auto") == "float32"  # this CPU-only machine
+    finally:
+        distribute.set_mixed_precision("none")
+
+
+def test_unset_jit_compile_is_keras_auto_which_is_off_on_cpu():
+    import keras
+
+    from meteor_tf.training.phases import compile_for_phase
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    compile_for_phase(model, 1e-3, jit_compile=None)
+    assert model.jit_compile is False
+    compile_for_phase(model, 1e-3, jit_compile=True)
+    assert model.jit_compile is True
