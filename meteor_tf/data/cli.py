@@ -2,7 +2,7 @@
 
 Commands:
   build          generate the dataset into --tfds_data_dir (once; later calls reuse it)
-  contact_sheet  --out=docs/contact_sheet.png: a grid of examples per sub-label
+  contact_sheet  --out=docs/contact_sheet.png: a grid of examples per sub-label (--overwrite to replace it)
   export         --out=DIR: every capture as DIR/{meteor,non_meteor}/<id>_<sub_label>_<kind>.jpg (--overwrite)
   baseline       pixel-statistics baseline accuracy (10-fold stratified group CV)
 
@@ -11,6 +11,7 @@ Common flags: --tfds_data_dir, --meteors, --non_meteors, --seed, --small.
 
 from __future__ import annotations
 
+import os
 import time
 
 from absl import app, flags
@@ -27,7 +28,7 @@ flags.DEFINE_integer("non_meteors", 660, "number of non-meteor captures", flag_v
 flags.DEFINE_integer("seed", 0, "dataset seed", flag_values=FLAGS)
 flags.DEFINE_boolean("small", False, "4x smaller images (quick tests)", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "output: PNG file (contact_sheet) or folder (export)", flag_values=FLAGS)
-flags.DEFINE_boolean("overwrite", False, "export: replace existing files", flag_values=FLAGS)
+flags.DEFINE_boolean("overwrite", False, "export, contact_sheet: replace existing files", flag_values=FLAGS)
 flags.DEFINE_integer("per_sub_label", 4, "contact_sheet: examples per sub-label", flag_values=FLAGS)
 flags.DEFINE_integer("folds", 10, "baseline: number of stratified group folds", flag_values=FLAGS)
 
@@ -44,6 +45,9 @@ def main(argv) -> int:
 
         print(baseline.baseline_on_night_sky(FLAGS.tfds_data_dir, folds=FLAGS.folds, **kw))
         return 0
+    if command == "contact_sheet" and FLAGS.out and os.path.exists(FLAGS.out) and not FLAGS.overwrite:
+        # checked before any generation, so a long build is not wasted on a refusal
+        raise app.UsageError(f"--out={FLAGS.out} already exists; pass --overwrite to replace it or choose another path")
     t0 = time.time()
     b = builder.night_sky_builder(FLAGS.tfds_data_dir, **kw)
     was_there = b.is_prepared() if hasattr(b, "is_prepared") else False

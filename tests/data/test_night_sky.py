@@ -269,6 +269,16 @@ def test_cli_contact_sheet_writes_png(built, tmp_path):
         assert im.format == "PNG" and im.size[0] > 100
 
 
+def test_cli_contact_sheet_refuses_an_existing_out_before_any_work(tmp_path):
+    from absl import app
+
+    png = tmp_path / "sheet.png"
+    png.write_bytes(b"mine")
+    with pytest.raises(app.UsageError, match="already exists; pass --overwrite"):
+        _run_cli(["contact_sheet"], out=png, tfds_data_dir=tmp_path / "never_built", meteors=M, non_meteors=N)
+    assert png.read_bytes() == b"mine" and not (tmp_path / "never_built").exists()
+
+
 def test_cli_rejects_unknown_command_and_keeps_its_flags_apart():
     from absl import app, flags
 
