@@ -78,7 +78,7 @@ def scan_folder(root, class_dirs: Sequence[str] = ("meteor", "non_meteor"),
     scan = FolderScan(root, [], [], [], [], [], [])
     for label, class_dir in enumerate(class_dirs):
         found = 0
-        for path in _image_files(os.path.join(root, class_dir)):
+        for path in image_files(os.path.join(root, class_dir)):
             example_id = os.path.relpath(path, root).replace(os.sep, "/")
             fmt, reason = check_image_file(path, max_pixels=max_pixels, min_side=min_side)
             if reason:
@@ -113,8 +113,9 @@ def _check_layout(root: str, class_dirs: Sequence[str]) -> None:
             f"(subfolders found: {', '.join(present) or 'none'}); both classes are needed.\n{LAYOUT_HELP}")
 
 
-def _image_files(class_root: str) -> List[str]:
-    """Image-extension files under `class_root`, recursively, hidden files and folders left out."""
+def image_files(class_root: str) -> List[str]:
+    """Image-extension files under `class_root`, recursively, hidden files and folders left out (the training
+    loader and `meteor-predict` use the same rule)."""
     found, ignored = [], 0
     for dirpath, dirnames, filenames in os.walk(class_root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]

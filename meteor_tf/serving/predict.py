@@ -109,7 +109,7 @@ def find_images(input_dir, exclude: Sequence = ()) -> List[str]:
     if not os.path.isdir(root):
         raise NoImagesError(f"input folder {input_dir} does not exist or is not a folder (--input)")
     excluded = [os.path.abspath(os.fspath(e)) + os.sep for e in exclude if e]
-    paths = [p for p in folder._image_files(root) if not any(p.startswith(e) for e in excluded)]
+    paths = [p for p in folder.image_files(root) if not any(p.startswith(e) for e in excluded)]
     if not paths:
         raise NoImagesError(f"no image files under {input_dir} (extensions read: "
                             f"{', '.join(folder.IMAGE_EXTENSIONS)}; hidden files and folders are skipped)")
