@@ -324,6 +324,9 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         final = self.filepath
         base, name = os.path.split(final)
         partial = os.path.join(base, "partial." + name)
+        # A partial left by a killed process is not this epoch's save: only a file written now may replace the best.
+        if os.path.exists(partial):
+            os.remove(partial)
         self.filepath = partial
         try:
             super()._save_model(epoch, batch, logs)

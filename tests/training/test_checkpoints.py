@@ -77,3 +77,23 @@ def test_best_checkpoint_cut_mid_write_keeps_the_previous_best(tmp_path):
     after.load_weights(str(best))  # still a complete file: the previous best
     for a, b in zip(after.get_weights(), saved):
         np.testing.assert_array_equal(a, b)
+
+
+def test_leftover_partial_from_a_killed_run_never_replaces_the_best(tmp_path):
+    """A kill mid-write leaves `partial.best…`; a rerun whose epoch does not improve must keep the real best file
+    (it used to rename the truncated leftover over it, and the resumed run died loading it)."""
+    x, y = _data()
+    model = _model()
+    best = tmp_path / "best.weights.h5"
+    ckpt = AtomicModelCheckpoint(str(best), monitor="loss", save_best_only=True, save_weights_only=True)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ckpt])
+    good = best.read_bytes()
+    partial = tmp_path / "partial.best.weights.h5"
+    partial.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # what the killed process left
+
+    rerun = AtomicModelCheckpoint(str(best), monitor="loss", save_best_only=True, save_weights_only=True)
+    rerun.best = -np.inf  # the redone epoch does not improve: nothing is saved
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[rerun])
+    assert best.read_bytes() == good
+    _model().load_weights(str(best))
+    assert not partial.exists()
