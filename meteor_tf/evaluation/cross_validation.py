@@ -270,6 +270,7 @@ def train_and_evaluate(config: ExperimentConfig, examples, fold: FoldData, name:
     (cached backbone features) the head phase trains and predicts on them, with `cached_head` (pass one for
     all folds of a run, so it is traced once) or a new one."""
     from meteor_tf.models.freeze import set_phase
+    from meteor_tf.training.phases import seed_phase
 
     phase_dir = run_dir / name
     phase_dir.mkdir(exist_ok=True)
@@ -305,6 +306,7 @@ def train_and_evaluate(config: ExperimentConfig, examples, fold: FoldData, name:
             train_model = model
             data = ((x[fold.fit_idx], y[fold.fit_idx]), (x[fold.val_idx], y[fold.val_idx]), config.augment)
         epochs = config.head_epochs if phase == "head" else config.fine_tune_epochs
+        seed_phase(train_model, seed, phase)
         info = run_phase(config, phase, train_model, data, phase_dir, epochs, batch_size, run_dir,
                          compiled=on_features)
         if on_features:  # the backbone is frozen and inference-only: its cached features give the same answers

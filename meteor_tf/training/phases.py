@@ -35,6 +35,24 @@ class MeteorAUC(keras.metrics.AUC):
         return {**super().get_config(), "class_index": self.class_index}
 
 
+PHASE_SEED_OFFSETS = {"head": 1, "fine_tune": 2}
+
+
+def seed_phase(model: keras.Model, seed: int, phase: str) -> int:
+    """Make a phase's random state a function of (seed, phase) alone: Keras's global seed, and the state of every
+    ``SeedGenerator`` in ``model`` (dropout masks). Without it a phase's dropout depends on what ran before in the
+    process, so a fold trained after a resume differed from the same fold in an uninterrupted run. Returns the
+    phase's seed."""
+    import numpy as np
+
+    phase_seed = int(seed) * 10 + PHASE_SEED_OFFSETS[phase]
+    keras.utils.set_random_seed(phase_seed)
+    generators = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    for i, state in enumerate(generators):
+        state.assign(np.array([phase_seed * 1009 + i, 0], dtype=keras.backend.standardize_dtype(state.dtype)))
+    return phase_seed
+
+
 def make_optimizer(lr: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
     """Adam with a float LR (so SGDR and the LR range test can set it), or AdamW (decoupled weight decay, what
     the paper's authors used) when ``weight_decay > 0``."""
