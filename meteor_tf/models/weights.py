@@ -90,8 +90,12 @@ def load_imagenet_weights(backbone: keras.Model, depth: int, layout: str, source
     return path
 
 
-def save_backbone(backbone: keras.Model, path: str) -> str:
-    """Save a backbone's weights by layer name to `path` (must end in .weights.h5); returns the path."""
+EXTRA_GROUP = "_extra"  # arrays stored beside a backbone (e.g. its pretraining head); loading ignores them
+
+
+def save_backbone(backbone: keras.Model, path: str, extra: Optional[Dict[str, np.ndarray]] = None) -> str:
+    """Save a backbone's weights by layer name to `path` (must end in .weights.h5); returns the path. `extra`
+    arrays (name → array) go under `_extra/`, which `load_backbone` skips."""
     import h5py  # Keras's own dependency for .weights.h5
 
     path = os.fspath(path)
@@ -104,7 +108,21 @@ def save_backbone(backbone: keras.Model, path: str) -> str:
         for layer in backbone.layers:
             for variable in layer.weights:
                 f.create_dataset(f"{layer.name}/{variable.name}", data=keras.ops.convert_to_numpy(variable))
+        for name, value in (extra or {}).items():
+            f.create_dataset(f"{EXTRA_GROUP}/{name}", data=np.asarray(value))
     return path
+
+
+def read_extra(path: str) -> Dict[str, np.ndarray]:
+    """The `_extra/` arrays of a `save_backbone` file (float32)."""
+    import h5py
+
+    out: Dict[str, np.ndarray] = {}
+    with h5py.File(os.fspath(path), "r") as f:
+        if EXTRA_GROUP in f:
+            f[EXTRA_GROUP].visititems(lambda key, item: out.update({key: item[()].astype(np.float32)})
+                                      if isinstance(item, h5py.Dataset) else None)
+    return out
 
 
 def load_backbone(backbone: keras.Model, path: str) -> str:
@@ -120,8 +138,8 @@ def load_backbone(backbone: keras.Model, path: str) -> str:
 
     state: State = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda key, item: state.update({key: (key, item[()])}) if isinstance(item, h5py.Dataset)
-                     else None)
+        f.visititems(lambda key, item: state.update({key: (key, item[()])})
+                     if isinstance(item, h5py.Dataset) and not key.startswith(EXTRA_GROUP + "/") else None)
     _assign(backbone, state, path)
     return path
 

@@ -1,0 +1,115 @@
+"""Named, shipped weights (keras-hub's "presets"): files inside the package, each with a JSON of its provenance.
+
+`resnet18_fashion_mnist`: the paper's winning backbone, a ResNet-18 (torchvision layout) pretrained on all 60,000
+Fashion-MNIST training images by `meteor-pretrain` (see its JSON for settings, test accuracy, time, CPU, packages,
+commit). Stored as float16 (gzip) to halve the package's size; loading casts back to float32. The JSON's `sha256` is
+checked before every load: a missing or corrupt file is an error naming it and the command that regenerates it,
+never a silent random start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    depth: int
+    layout: str
+    regenerate: str  # the command that makes the file again
+
+
+PRESETS: Dict[str, Preset] = {
+    "resnet18_fashion_mnist": Preset(
+        "resnet18_fashion_mnist", 18, "torchvision",
+        "python -m meteor_tf.pretrain --out=runs/pretrain/resnet18_fashion_mnist.weights.h5 --image_size=64 "
+        "--epochs=7 --mixed_precision=bfloat16 && python -m meteor_tf.models.presets --compact "
+        "runs/pretrain/resnet18_fashion_mnist.weights.h5"),
+}
+
+
+class PresetError(RuntimeError):
+    """A shipped preset file is missing or does not match its recorded sha256."""
+
+
+def preset_files(name: str, presets_dir: Optional[Path] = None):
+    base = Path(presets_dir) if presets_dir is not None else PRESETS_DIR
+    return base / f"{name}.weights.h5", base / f"{name}.json"
+
+
+def preset_info(name: str, presets_dir: Optional[Path] = None) -> dict:
+    _, info_path = preset_files(_known(name).name, presets_dir)
+    if not info_path.exists():
+        raise PresetError(f"the shipped preset {name!r} has no provenance file {info_path}: the installation is "
+                          f"incomplete. Reinstall meteor_tf, or regenerate it with: {PRESETS[name].regenerate}")
+    return json.loads(info_path.read_text())
+
+
+def preset_path(name: str, presets_dir: Optional[Path] = None) -> Path:
+    """The verified weights file of preset `name` (sha256 checked against its JSON)."""
+    preset = _known(name)
+    path, _ = preset_files(name, presets_dir)
+    info = preset_info(name, presets_dir)
+    if not path.exists():
+        raise PresetError(f"the shipped backbone {path} is missing (preset {name!r}). Reinstall meteor_tf, or "
+                          f"regenerate it with: {preset.regenerate}")
+    actual = sha256_of(path)
+    if actual != info["sha256"]:
+        raise PresetError(f"the shipped backbone {path} is corrupt: sha256 {actual}, expected {info['sha256']} "
+                          f"(from {path.with_suffix('').with_suffix('.json').name}). Reinstall meteor_tf, or "
+                          f"regenerate it with: {preset.regenerate}")
+    return path
+
+
+def fashion_mnist_preset_for(depth: int, layout: str) -> Preset:
+    """The shipped Fashion-MNIST preset for (depth, layout), or a ValueError that says how to get another."""
+    for preset in PRESETS.values():
+        if preset.name.endswith("_fashion_mnist") and (preset.depth, preset.layout) == (depth, layout):
+            return preset
+    shipped = ", ".join(f"ResNet-{p.depth} {p.layout}" for p in PRESETS.values())
+    raise ValueError(f"no shipped Fashion-MNIST backbone for ResNet-{depth} ({layout} layout); shipped: {shipped}. "
+                     "Pass --fmnist_backbone=pretrain to pretrain (and cache) one for these settings.")
+
+
+def compact(src: str, dst: str, dtype: str = "float16") -> str:
+    """Copy a `save_backbone` file with every array as `dtype`, gzip-compressed (for shipping); returns `dst`."""
+    import h5py
+
+    tmp = f"{dst}.partial{os.getpid()}"
+    with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
+        for key, value in fin.attrs.items():
+            fout.attrs[key] = value
+
+        def copy(key, item):
+            if isinstance(item, h5py.Dataset):
+                data = item[()]
+                data = data.astype(dtype) if np.issubdtype(data.dtype, np.floating) else data
+                fout.create_dataset(key, data=data, compression="gzip", compression_opts=9, shuffle=True)
+
+        fin.visititems(copy)
+    os.replace(tmp, dst)
+    return dst
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _known(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
