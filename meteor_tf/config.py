@@ -13,6 +13,8 @@ PRETRAINS = ("imagenet", "fashion_mnist", "none")
 AUGMENTS = ("none", "on_side", "complete")
 STRATEGIES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
+FMNIST_BACKBONES = ("shipped", "pretrain")
+FMNIST_PRETRAIN_FIELDS = ("fmnist_image_size", "fmnist_epochs", "fmnist_examples", "fmnist_lr")
 
 # The paper's learning rates (section 5), used when the LR range test is off.
 PAPER_LR_HEAD = 0.03
@@ -60,7 +62,9 @@ class ExperimentConfig:
     sgdr_t_mul: float = 2.0
     sgdr_m_mul: float = 1.0
     sgdr_min_lr: float = 1e-5
-    # Fashion-MNIST pretraining (pretrain="fashion_mnist")
+    # Fashion-MNIST backbone (pretrain="fashion_mnist"): "shipped" loads the package's pretrained ResNet-18
+    # (models.presets), "pretrain" pretrains (and caches) one with the fmnist_* settings below
+    fmnist_backbone: str = "shipped"
     fmnist_image_size: int = 32
     fmnist_epochs: int = 2
     fmnist_examples: int = 0  # 0 = all 60,000
@@ -87,6 +91,15 @@ class ExperimentConfig:
         _check("augment", self.augment, AUGMENTS)
         _check("strategy", self.strategy, STRATEGIES)
         _check("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _check("fmnist_backbone", self.fmnist_backbone, FMNIST_BACKBONES)
+        if self.fmnist_backbone == "shipped":
+            given = [f"--{name}={getattr(self, name)}" for name in FMNIST_PRETRAIN_FIELDS
+                     if getattr(self, name) != ExperimentConfig.__dataclass_fields__[name].default]
+            if given:
+                raise ValueError(f"{' '.join(given)} set(s) how to pretrain on Fashion-MNIST, but "
+                                 "--fmnist_backbone=shipped (the default) loads the shipped, already pretrained "
+                                 "backbone: add --fmnist_backbone=pretrain to pretrain one with these settings, or "
+                                 "drop them")
         if self.layout == "keras" and self.depth not in (50, 101):
             raise ValueError(f"--layout=keras exists for depth 50 and 101 only (keras.applications); "
                              f"got --depth={self.depth}. Use --layout=torchvision.")

@@ -70,6 +70,10 @@ def define_flags() -> None:
     flags.DEFINE_float("sgdr_t_mul", d.sgdr_t_mul, "SGDR: cycle length multiplier after each restart.")
     flags.DEFINE_float("sgdr_m_mul", d.sgdr_m_mul, "SGDR: peak LR multiplier after each restart.")
     flags.DEFINE_float("sgdr_min_lr", d.sgdr_min_lr, "SGDR: LR floor.")
+    flags.DEFINE_enum("fmnist_backbone", d.fmnist_backbone, list(cfg.FMNIST_BACKBONES),
+                      "--pretrain=fashion_mnist: 'shipped' loads the package's ResNet-18 pretrained on all of "
+                      "Fashion-MNIST (offline; depth 18, torchvision layout); 'pretrain' pretrains and caches one "
+                      "with the --fmnist_* settings (other depths/layouts).")
     flags.DEFINE_integer("fmnist_image_size", d.fmnist_image_size, "Fashion-MNIST pretraining input size.")
     flags.DEFINE_integer("fmnist_epochs", d.fmnist_epochs, "Fashion-MNIST pretraining epochs.")
     flags.DEFINE_integer("fmnist_examples", d.fmnist_examples, "Fashion-MNIST training examples (0 = all 60,000).")

@@ -99,13 +99,25 @@ def initial_backbone_path(config: ExperimentConfig, run_dir: Path) -> Optional[P
     if config.pretrain == "imagenet":
         w.load_imagenet_weights(backbone, config.depth, config.layout, source=config.weights)
     else:
-        from meteor_tf.training import pretrain
-
-        source = Path(config.weights) if config.weights else pretrain.ensure_fashion_mnist_backbone(config)
+        source = Path(config.weights) if config.weights else fashion_mnist_source(config)
         w.load_backbone(backbone, str(source))
     with report.atomic_path(path) as partial:
         w.save_backbone(backbone, str(partial))
     return path
+
+
+def fashion_mnist_source(config: ExperimentConfig) -> Path:
+    """The Fashion-MNIST backbone file for --fmnist_backbone: the shipped preset (sha256-checked), or one pretrained
+    and cached for these settings."""
+    from meteor_tf.models import presets
+    from meteor_tf.training import pretrain
+
+    if config.fmnist_backbone == "shipped":
+        preset = presets.fashion_mnist_preset_for(config.depth, config.layout)
+        path = presets.preset_path(preset.name)
+        log.info("Fashion-MNIST backbone: the shipped preset %s (%s)", preset.name, path)
+        return path
+    return pretrain.ensure_fashion_mnist_backbone(config)
 
 
 def build_model(config: ExperimentConfig, backbone_path: Optional[Path], seed: int):

@@ -18,6 +18,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from meteor_tf.models.weights import WeightsNotFoundError
+
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
@@ -38,8 +40,8 @@ PRESETS: Dict[str, Preset] = {
 }
 
 
-class PresetError(RuntimeError):
-    """A shipped preset file is missing or does not match its recorded sha256."""
+class PresetError(WeightsNotFoundError):
+    """A shipped preset is missing, does not match its recorded sha256, or does not exist for the settings."""
 
 
 def preset_files(name: str, presets_dir: Optional[Path] = None):
@@ -77,7 +79,7 @@ def fashion_mnist_preset_for(depth: int, layout: str) -> Preset:
         if preset.name.endswith("_fashion_mnist") and (preset.depth, preset.layout) == (depth, layout):
             return preset
     shipped = ", ".join(f"ResNet-{p.depth} {p.layout}" for p in PRESETS.values())
-    raise ValueError(f"no shipped Fashion-MNIST backbone for ResNet-{depth} ({layout} layout); shipped: {shipped}. "
+    raise PresetError(f"no shipped Fashion-MNIST backbone for ResNet-{depth} ({layout} layout); shipped: {shipped}. "
                      "Pass --fmnist_backbone=pretrain to pretrain (and cache) one for these settings.")
 
 
@@ -113,3 +115,45 @@ def _known(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def make_preset(src: str, name: str = "resnet18_fashion_mnist", presets_dir: Optional[Path] = None,
+                dtype: str = "float16", data_dir: Optional[str] = None) -> dict:
+    """Turn a finished `meteor-pretrain` output into the shipped preset: compact copy (`dtype`, gzip), Fashion-MNIST
+    test accuracy of the float32 source and of the compact file (all 10,000 and the first 1,000), and a JSON with
+    the source's provenance, both accuracies, size and sha256. Returns the JSON's dict."""
+    from meteor_tf.training.pretrain import evaluate_backbone_file
+
+    preset = _known(name)
+    source_info = json.loads(Path(str(src) + ".json").read_text())
+    size = int(source_info["image_size"])
+    path, info_path = preset_files(name, presets_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compact(src, str(path), dtype)
+    kw = dict(data_dir=data_dir, depth=preset.depth, layout=preset.layout)
+    float32 = {"all": evaluate_backbone_file(src, size, 0, **kw), "first_1000": evaluate_backbone_file(src, size, 1000, **kw)}
+    stored = {"all": evaluate_backbone_file(path, size, 0, **kw), "first_1000": evaluate_backbone_file(path, size, 1000, **kw)}
+    info = {**source_info, "name": name, "file": path.name, "stored_dtype": dtype, "size_bytes": path.stat().st_size,
+            "sha256": sha256_of(path), "source_sha256": source_info.get("sha256"),
+            "test_accuracy": stored["all"], "test_accuracy_first_1000": stored["first_1000"],
+            "float32_test_accuracy": float32["all"], "float32_test_accuracy_first_1000": float32["first_1000"],
+            "training_policy_test_accuracy": source_info.get("test_accuracy"),
+            "evaluated_with": "float32 policy, meteor_tf.training.pretrain.evaluate_backbone_file"}
+    tmp = info_path.with_name(info_path.name + ".partial")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, info_path)
+    return info
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Make a shipped preset from a finished meteor-pretrain output.")
+    parser.add_argument("--compact", required=True, metavar="SRC", help="the meteor-pretrain .weights.h5 (with its .json)")
+    parser.add_argument("--name", default="resnet18_fashion_mnist", choices=sorted(PRESETS))
+    parser.add_argument("--presets_dir", default=None, help="default: the package's presets/ folder")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    args = parser.parse_args()
+    result = make_preset(args.compact, args.name, Path(args.presets_dir) if args.presets_dir else None, args.dtype)
+    print(json.dumps({k: result[k] for k in ("file", "size_bytes", "sha256", "test_accuracy", "test_accuracy_first_1000",
+                                             "float32_test_accuracy", "float32_test_accuracy_first_1000")}, indent=2))

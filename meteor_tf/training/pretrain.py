@@ -181,3 +181,22 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
     log.info("Fashion-MNIST pretraining: test accuracy %.4f (first 1,000: %.4f) in %.0f s -> %s", test_accuracy,
              first_1000, info["seconds"], out_path)
     return info
+
+
+def evaluate_backbone_file(path, image_size: int, limit: int = 0, data_dir: Optional[str] = None,
+                           depth: int = 18, layout: str = "torchvision") -> float:
+    """Fashion-MNIST test accuracy of a pretrained backbone file with its `_extra/fashion_mnist_head` layer, on the
+    first `limit` test images (0 = all 10,000), under the current precision policy."""
+    from meteor_tf.models import weights as w
+    from meteor_tf.models.classifier import build_classifier
+
+    extra = w.read_extra(path)
+    if "fashion_mnist_head/kernel" not in extra:
+        raise ValueError(f"{path} holds no Fashion-MNIST head (_extra/fashion_mnist_head): it cannot be evaluated")
+    model = build_classifier(depth, layout, image_size, normalization="unit", head_units=(), head_dropout=(),
+                             num_classes=10)
+    w.load_backbone(model.get_layer("backbone"), str(path))
+    model.get_layer("head").get_layer("predictions").set_weights([extra["fashion_mnist_head/kernel"],
+                                                                  extra["fashion_mnist_head/bias"]])
+    x_test, y_test = _arrays("test", image_size, limit, data_dir)
+    return _accuracy(model, x_test, y_test, 256)

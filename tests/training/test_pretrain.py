@@ -11,7 +11,7 @@ from meteor_tf.training import pretrain
 
 
 def _config(tmp_path, **changes):
-    base = dict(depth=18, pretrain="fashion_mnist", fmnist_image_size=32, fmnist_epochs=1, fmnist_examples=32,
+    base = dict(depth=18, pretrain="fashion_mnist", fmnist_backbone="pretrain", fmnist_image_size=32, fmnist_epochs=1, fmnist_examples=32,
                 batch_size=16, pretrain_cache_dir=str(tmp_path / "cache"), tfds_data_dir=str(tmp_path / "tfds"),
                 image_size=32)
     base.update(changes)
