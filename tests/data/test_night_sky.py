@@ -287,3 +287,19 @@ def test_cli_rejects_unknown_command_and_keeps_its_flags_apart():
     with pytest.raises(app.UsageError):
         _run_cli(["nonsense"])
     assert "seed" in cli.FLAGS and cli.FLAGS is not flags.FLAGS  # no clash with the experiment flags
+
+
+def test_exported_captures_keep_their_scene_groups_for_folder_training(tmp_path):
+    """A frame and its crop of one scene must stay on one side of a split when the export is trained on (--data):
+    the file names carry the folder loader's `<scene>__` rule."""
+    from meteor_tf.data import folder
+    from meteor_tf.data.night_sky import tools
+
+    img = np.full((16, 16), 40, np.uint8)
+    examples = [dict(image=img, label=0, sub_label=0, scene_id=7, kind="frame", example_id="ns-000001"),
+                dict(image=img, label=0, sub_label=0, scene_id=7, kind="gmn_crop", example_id="ns-000002"),
+                dict(image=img, label=1, sub_label=8, scene_id=9, kind="frame", example_id="ns-000003")]
+    tools.export_captures(examples, str(tmp_path))
+    names = sorted(p.name for p in tmp_path.rglob("*.jpg"))
+    groups = [folder.scene_of(n) for n in names]
+    assert groups[0] == groups[1] != groups[2] and groups[2].endswith("scene00009")

@@ -15,10 +15,13 @@ def _text(v) -> str:
 
 
 def capture_filename(example: Mapping) -> str:
-    """`<example_id>_<sub_label>_<kind>.jpg`; `sub_label` may be an index or a name."""
+    """`scene<scene_id>__<example_id>_<sub_label>_<kind>.jpg` (`sub_label` an index or a name). The `<scene>__` prefix
+    is the folder loader's grouping rule, so captures of one scene (a frame and its crop) stay on one side of every
+    split when the export is trained on with --data; without a `scene_id` the prefix is left out."""
     sub = example["sub_label"]
     sub = render.SUB_LABELS[int(sub)] if not isinstance(sub, (str, bytes)) else _text(sub)
-    return f"{_text(example['example_id'])}_{sub}_{_text(example['kind'])}.jpg"
+    scene = f"scene{int(example['scene_id']):05d}__" if example.get("scene_id") is not None else ""
+    return f"{scene}{_text(example['example_id'])}_{sub}_{_text(example['kind'])}.jpg"
 
 
 def export_captures(examples: Iterable[Mapping], out_dir: str, overwrite: bool = False) -> Dict[str, int]:
