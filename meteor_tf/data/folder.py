@@ -212,7 +212,9 @@ def _decode_with_tf(paths: List[str], indices: List[int], image_size: int, progr
     """Yield (index, model input) per file TensorFlow decodes; failures drop out (Pillow retries them)."""
     if not paths:
         return
-    ds = tf.data.Dataset.from_tensor_slices((np.array(indices, np.int64), np.array(paths)))
+    # paths as bytes: a name that is not valid UTF-8 (surrogate-escaped by Python) cannot become a str tensor
+    ds = tf.data.Dataset.from_tensor_slices((np.array(indices, np.int64),
+                                             np.array([os.fsencode(p) for p in paths], dtype=object)))
     ds = ds.map(lambda i, p: (i, preprocess.preprocess_bytes(tf.io.read_file(p), image_size)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().prefetch(tf.data.AUTOTUNE)  # a bad file drops out here; its index tells which

@@ -165,8 +165,8 @@ def classify_folder(backend: client.Backend, input_dir, *, output=None, overwrit
                             r.sorted_to = str(sort_capture(path, sort_dir, r.label, r.meteor_probability, move))
                         except OSError as e:
                             r.error = f"cannot {'move' if move else 'copy'} to {sort_dir}: {e.strerror or e}"
-                if writer:
-                    writer.write(batch_results)
+                    if writer:  # row by row, flushed: a moved file's original path is on disk before the next move
+                        writer.write([r])
                 results += batch_results
                 bar.update(len(batch))
     except BaseException:
@@ -283,7 +283,9 @@ class _CsvWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name("partial." + self.path.name)
         self.columns = CSV_COLUMNS + (("sorted_to",) if with_sorted else ())
-        self.file = open(self.partial, "w", newline="", encoding="utf-8")
+        # surrogateescape: a file name that is not valid UTF-8 (Latin-1 from an old station PC) is written as its
+        # original bytes, so reading the CSV back with the same handler gives the exact path
+        self.file = open(self.partial, "w", newline="", encoding="utf-8", errors="surrogateescape")
         self.writer = csv.writer(self.file)
         self.writer.writerow(self.columns)
 
@@ -303,7 +305,7 @@ class _CsvWriter:
 
 
 def read_csv(path) -> List[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
 
 

@@ -123,3 +123,18 @@ def test_other_class_folder_names(tmp_path, img):
     img.save(tmp_path / "no" / "b.png", img.sky(streak=False))
     scan = folder.scan_folder(tmp_path, class_dirs=("yes", "no"))
     assert scan.ids == ["no/b.png", "yes/a.png"] and scan.labels == [1, 0]
+
+
+def test_a_file_name_that_is_not_utf8_trains(tmp_path):
+    """A Latin-1 name (surrogate-escaped by Python) used to be a traceback while decoding the folder."""
+    for cls in ("meteor", "non_meteor"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.new("L", (32, 32), 20 + i).save(tmp_path / cls / f"{cls}_{i}.png")
+    latin1 = os.fsdecode(b"m\xe9t\xe9ore.png")
+    Image.new("L", (32, 32), 200).save(tmp_path / "meteor" / latin1)
+    scan = folder.scan_folder(tmp_path)
+    assert f"meteor/{latin1}" in scan.ids
+    images, kept, skipped = folder.load_images(scan, 32, progress=False)
+    assert len(kept) == 5 and not skipped
+    assert images[list(scan.ids).index(f"meteor/{latin1}")].mean() > 150  # its own pixels, not a neighbour's

@@ -3,6 +3,7 @@ folders that never overwrite, TFLite and Grad-CAM, and the CLI's one-line errors
 (The same folder through a running server: tests/serving/test_server.py.)"""
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,19 @@ def test_cli_bad_input_is_one_line_and_exit_2(station, served, tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, (args, err)
     assert taken.read_text() == "x"
+
+
+def test_non_utf8_file_names_round_trip_through_the_csv_even_when_moved(tmp_path, backend):
+    """Latin-1 names (old station PCs, Samba shares) used to abort the run with no CSV after --move had moved them."""
+    station = tmp_path / "latin1"
+    station.mkdir()
+    names = [os.fsdecode(b"lat\xe9in.png"), 'comma, "quote".png', "new\nline.png", "plain.png"]
+    for name in names:
+        Image.new("L", (40, 40), 30).save(station / name, format="PNG")
+    out = tmp_path / "results.csv"
+    fp.classify_folder(backend, station, output=out, sort_dir=tmp_path / "review", move=True, progress=False,
+                       batch_size=2)
+    rows = fp.read_csv(out)
+    assert sorted(r["path"] for r in rows) == sorted(names)
+    assert all(r["meteor_probability"] and r["sorted_to"] for r in rows)
+    assert not any(station.iterdir())  # every file moved, and each one's original path is in the CSV
