@@ -157,3 +157,16 @@ if __name__ == "__main__":
     result = make_preset(args.compact, args.name, Path(args.presets_dir) if args.presets_dir else None, args.dtype)
     print(json.dumps({k: result[k] for k in ("file", "size_bytes", "sha256", "test_accuracy", "test_accuracy_first_1000",
                                              "float32_test_accuracy", "float32_test_accuracy_first_1000")}, indent=2))
+
+
+SHIPPED_FILTER = "meteor_filter"  # savedmodels-style folder under presets/: the filter meteor-predict uses by default
+
+
+def shipped_filter_path(presets_dir: Optional[Path] = None) -> Path:
+    """The shipped station filter (a SavedModel version folder), or a PresetError saying how to pass one."""
+    base = Path(presets_dir) if presets_dir is not None else PRESETS_DIR
+    path = base / SHIPPED_FILTER
+    if not path.is_dir():
+        raise PresetError(f"no shipped filter in this installation ({path}); pass --model=savedmodels/NAME, a .tflite "
+                          "file or a run directory")
+    return path
