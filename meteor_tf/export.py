@@ -18,6 +18,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from meteor_tf import flags as mflags
+
 FLAGS = flags.FLAGS
 TFLITE_CHOICES = ("none", "float", "dynamic", "int8")
 
@@ -191,7 +193,7 @@ def _final_validation_split(run_dir: Path):
 def run() -> None:
     """Console-script entry point."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=mflags.global_flags_parser(__doc__, ["meteor_tf.export"]))
 
 
 if __name__ == "__main__":

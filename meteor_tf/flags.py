@@ -190,3 +190,25 @@ def own_flags_parser(own: flags.FlagValues, doc: str) -> Callable[[List[str]], L
         return rest
 
     return parse
+
+
+def global_flags_parser(doc: str, modules: List[str]) -> Callable[[List[str]], List[str]]:
+    """An `app.run(flags_parser=...)` for a command on absl's global FLAGS (`main`, `export`, `tune`): --help and
+    --helpfull print the docstring and the flags defined in `modules` with their defaults and exit 0 (absl's own
+    --help lists only flags defined in `__main__`, none here, and exits 1); a bad flag is one line, exit 2."""
+
+    def parse(argv: List[str]) -> List[str]:
+        if any(a in ("help", "--help", "-h", "--helpfull") for a in argv[1:]):
+            print(doc)
+            for module in [*modules, "__main__"]:  # a CLI run with -m defines its own flags in __main__
+                text = FLAGS.module_help(module)
+                if text:
+                    print(text)
+            raise SystemExit(0)
+        try:
+            return FLAGS(argv)
+        except flags.Error as e:
+            print(f"error: {e} (--help lists the flags)", file=sys.stderr)
+            raise SystemExit(2)
+
+    return parse

@@ -105,7 +105,7 @@ def _print_result(result: dict) -> None:
 
 def run() -> None:
     """Console-script entry point (`meteor-train`)."""
-    app.run(main)
+    app.run(main, flags_parser=mflags.global_flags_parser(__doc__, ["meteor_tf.flags"]))
 
 
 if __name__ == "__main__":

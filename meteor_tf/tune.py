@@ -251,7 +251,7 @@ def main(argv) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=mflags.global_flags_parser(__doc__, ["meteor_tf.flags", "meteor_tf.tune"]))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,10 @@ def main(argv) -> int:
 
 
 def _parse(argv):
+    if any(a in ("help", "--help", "-h", "--helpfull") for a in argv[1:]):
+        print(__doc__)
+        print(FLAGS.get_help())
+        raise SystemExit(0)
     try:
         rest = FLAGS(argv)
     except flags.Error as e:

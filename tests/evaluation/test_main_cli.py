@@ -87,3 +87,21 @@ def test_imagenet_quick_twin_column_runs_with_weights_the_test_writes(tmp_path):
     run_dir = tmp_path / "runs" / config.derived_run_id()
     assert (run_dir / "initial_backbone.weights.h5").exists() and (run_dir / "summary.md").exists()
     assert config.normalization == "torch"  # torchvision ImageNet weights expect torchvision's mean/std
+
+
+@pytest.mark.parametrize("module, own_flag", [("meteor_tf.main", "--depth"), ("meteor_tf.export", "--run"),
+                                              ("meteor_tf.tune", "--tuner"), ("meteor_tf.data.cli", "--meteors"),
+                                              ("meteor_tf.pretrain", "--epochs"), ("meteor_tf.evaluate", "--data"),
+                                              ("meteor_tf.predict", "--input")])
+def test_help_exits_0_and_lists_the_commands_own_flags_with_defaults(tmp_path, module, own_flag):
+    for arg in ("--help", "--helpfull"):
+        done = subprocess.run([sys.executable, "-m", module, arg], capture_output=True, text=True, cwd=ROOT,
+                              env=_env(tmp_path), timeout=120)
+        assert done.returncode == 0, done.stderr[-1000:]
+        assert own_flag.lstrip("-") + ":" in done.stdout and "(default:" in done.stdout
+
+
+def test_an_unknown_flag_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "meteor_tf.main", "--batch_siz=3"], capture_output=True, text=True,
+                          cwd=ROOT, env=_env(tmp_path), timeout=120)
+    assert done.returncode == 2 and "batch_size" in done.stderr and "Traceback" not in done.stderr
