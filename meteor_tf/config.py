@@ -23,6 +23,56 @@ PAPER_LR_SCRATCH = 0.0002
 PAPER_LR_FASHION_MNIST = 0.01
 
 
+INF = float("inf")
+# Every numeric setting's allowed range, checked before any work starts: (low, high, low_open, high_open).
+RANGES = {
+    "frozen_convs": (0, INF, False, True),
+    "image_size": (32, 4096, False, False),
+    "embedded_meteors": (1, 10**6, False, False),
+    "embedded_non_meteors": (1, 10**6, False, False),
+    "folds": (1, 1000, False, False),
+    "holdout_fraction": (0.0, 1.0, True, True),
+    "val_fraction": (0.0, 1.0, True, True),
+    "target_recall": (0.0, 1.0, True, False),
+    "head_epochs": (1, 10**5, False, False),
+    "fine_tune_epochs": (1, 10**5, False, False),
+    "batch_size": (1, 2**20, False, False),
+    "lr_head": (0.0, INF, True, True),
+    "lr_fine_tune": (0.0, INF, True, True),
+    "weight_decay": (0.0, INF, False, True),
+    "sgdr_first_cycle_epochs": (0.0, INF, True, True),
+    "sgdr_t_mul": (1.0, INF, False, True),
+    "sgdr_m_mul": (0.0, 1.0, True, False),
+    "sgdr_min_lr": (0.0, INF, False, True),
+    "fmnist_image_size": (32, 4096, False, False),
+    "fmnist_epochs": (1, 10**5, False, False),
+    "fmnist_examples": (0, 60000, False, False),
+    "fmnist_lr": (0.0, INF, True, True),
+}
+PER_ENTRY_RANGES = {"head_units": (1, 2**20, False, False), "head_dropout": (0.0, 1.0, False, True)}
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _in_range(value, low, high, low_open, high_open) -> bool:
+    return (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+
+
+def check_ranges(values: dict) -> None:
+    """ValueError naming the first setting outside its range (RANGES), its allowed interval and the value given."""
+    for name, bounds in RANGES.items():
+        value = values.get(name)
+        if value is not None and not _in_range(value, *bounds):
+            raise ValueError(f"--{name}={value} is out of range: allowed {_interval(*bounds)}")
+    for name, bounds in PER_ENTRY_RANGES.items():
+        for value in values.get(name) or ():
+            if not _in_range(value, *bounds):
+                raise ValueError(f"--{name}={','.join(map(str, values[name]))} is out of range: each entry must be "
+                                 f"in {_interval(*bounds)}, got {value}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that decides what a run computes. Fields that only change speed or where files go are marked
@@ -105,6 +155,7 @@ class ExperimentConfig:
                              f"got --depth={self.depth}. Use --layout=torchvision.")
         if self.image_size < 32:
             raise ValueError(f"--image_size must be at least 32 pixels, got {self.image_size}")
+        check_ranges(dataclasses.asdict(self))
         if len(self.head_units) != len(self.head_dropout):
             raise ValueError(f"--head_units ({self.head_units}) and --head_dropout ({self.head_dropout}) "
                              "need the same number of entries")
