@@ -28,11 +28,12 @@ flags.DEFINE_string("name", "meteor", "Model name in the URLs (/v1/models/NAME:p
                     flag_values=FLAGS)
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on. The server has no authentication: only use "
                     "0.0.0.0 on a network you trust.", flag_values=FLAGS)
-flags.DEFINE_integer("port", 8501, "REST port (TF Serving's default 8501).", flag_values=FLAGS)
+flags.DEFINE_integer("port", 8501, "REST port (TF Serving's default 8501).", lower_bound=1, upper_bound=65535,
+                     flag_values=FLAGS)
 flags.DEFINE_integer("grpc_port", 8500, "gRPC port for TF Serving's PredictionService (TF Serving's default 8500); "
-                     "0 turns gRPC off.", flag_values=FLAGS)
+                     "0 turns gRPC off.", lower_bound=0, upper_bound=65535, flag_values=FLAGS)
 flags.DEFINE_integer("max_request_bytes", 32 * 2**20, "Largest request body (REST) or message (gRPC) accepted, in "
-                     "bytes; larger ones are refused (HTTP 413 / RESOURCE_EXHAUSTED).", flag_values=FLAGS)
+                     "bytes; larger ones are refused (HTTP 413 / RESOURCE_EXHAUSTED).", lower_bound=1, flag_values=FLAGS)
 
 
 def main(argv) -> int:

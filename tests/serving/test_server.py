@@ -304,3 +304,11 @@ def test_serve_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, served):
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", ["--port=70000", "--port=0", "--grpc_port=-1", "--max_request_bytes=0"])
+def test_serve_refuses_a_port_or_size_out_of_range_with_one_line(tmp_path, flag):
+    done = subprocess.run([sys.executable, "-m", "meteor_tf.serve", "--model=savedmodels/meteor", flag],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    assert done.returncode == 2 and "range" in done.stderr and "Traceback" not in done.stderr
