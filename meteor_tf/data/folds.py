@@ -17,7 +17,23 @@ from typing import List, Optional, Tuple
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from meteor_tf.data import DataLayoutError
+
 Split = Tuple[np.ndarray, np.ndarray]
+
+
+class TooFewExamplesError(DataLayoutError):
+    """A class has fewer examples (scenes) than a split needs: every fold must hold some of each class."""
+
+
+def _check_per_class(labels, groups, n_splits: int, what: str) -> None:
+    for label in np.unique(labels):
+        n = len(np.unique(groups[labels == label]))
+        if n < n_splits:
+            raise TooFewExamplesError(
+                f"class {int(label)} ({'meteor' if label == 0 else 'non_meteor'}) has {n} capture(s) (scenes) but "
+                f"{what} needs at least {n_splits} of each class: add captures of that class or use fewer folds / a "
+                "larger --val_fraction")
 
 
 def stratified_group_folds(labels, groups, n_folds: int = 10, seed: int = 42, ids=None) -> List[Split]:
@@ -29,6 +45,11 @@ def stratified_group_folds(labels, groups, n_folds: int = 10, seed: int = 42, id
     if n_groups < n_folds:
         raise ValueError(f"Cannot make {n_folds} folds from {n_groups} groups (scenes): "
                          "use fewer folds or more data")
+    if len(np.unique(labels)) < 2:
+        raise TooFewExamplesError(f"only one class in the data ({int(labels[0]) if len(labels) else 'none'}): a "
+                                  "meteor filter needs captures of both classes")
+    _check_per_class(labels, groups, n_folds, f"a {n_folds}-way split (--folds, or the inner validation split of "
+                                              "--val_fraction / the hold-out of --holdout_fraction)")
     order = _id_order(ids, len(labels))
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [(np.sort(order[train]), np.sort(order[test]))

@@ -67,3 +67,16 @@ def test_inner_validation_split_stays_inside_the_training_fold():
     assert abs(labels[val].mean() - labels[train].mean()) < 0.12
     again = folds.inner_validation_split(train, labels, groups, fraction=0.15, seed=42, ids=ids)
     assert np.array_equal(again[1], val)
+
+
+def test_a_class_with_fewer_scenes_than_folds_is_a_clear_error():
+    """One meteor among 20 captures used to train and report "48±48%" with NaN AUCs dropped from the mean."""
+    from meteor_tf.data.folds import TooFewExamplesError
+
+    labels = np.array([0] * 2 + [1] * 20)
+    groups = np.arange(22)
+    with pytest.raises(TooFewExamplesError, match=r"class 0 \(meteor\) has 2 capture\(s\).*at least 3"):
+        folds.stratified_group_folds(labels, groups, n_folds=3)
+    with pytest.raises(TooFewExamplesError, match="only one class"):
+        folds.stratified_group_folds(np.ones(10, int), np.arange(10), n_folds=3)
+    assert len(folds.stratified_group_folds(np.array([0] * 3 + [1] * 20), np.arange(23), n_folds=3)) == 3
