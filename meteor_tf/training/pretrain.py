@@ -102,6 +102,27 @@ def pretrain_fashion_mnist(config: ExperimentConfig, out_path: Path) -> dict:
     return pretrain_backbone(settings_from_config(config), Path(out_path), jit_compile=config.jit_compile)
 
 
+HEAD_GROUP = "fashion_mnist_head"
+
+
+def save_pretrained(model, out_path: Path) -> Path:
+    """The backbone of a Fashion-MNIST classifier, with every weight of its 10-class head (BatchNorm included) under
+    `_extra/fashion_mnist_head/`, so the file's Fashion-MNIST accuracy can be checked from it alone. Atomic."""
+    import keras
+
+    from meteor_tf.evaluation.report import atomic_path
+    from meteor_tf.models.weights import save_backbone
+
+    head = model.get_layer("head")
+    extra = {f"{HEAD_GROUP}/{layer.name}/{variable.name}": keras.ops.convert_to_numpy(variable)
+             for layer in head.layers for variable in layer.weights}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as partial:  # a crash never leaves a half file where the cache is looked up
+        save_backbone(model.get_layer("backbone"), str(partial), extra=extra)
+    return out_path
+
+
 def _accuracy(model, images, labels, batch_size: int) -> float:
     return float(np.mean(np.argmax(model.predict(images, batch_size=batch_size, verbose=0), axis=1) == labels))
 
@@ -119,14 +140,13 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
 
     from meteor_tf.data.pipeline import make_dataset
     from meteor_tf.evaluation.provenance import provenance
-    from meteor_tf.evaluation.report import atomic_path
     from meteor_tf.models import presets
     from meteor_tf.models.classifier import build_classifier
-    from meteor_tf.models.weights import save_backbone
     from meteor_tf.training.callbacks import AtomicBackupAndRestore
     from meteor_tf.training.phases import train_phase
 
     started = time.time()
+    origin = provenance(settings.seed)  # at the start: the code that runs, not what is checked out when it ends
     out_path = Path(out_path)
     elapsed_path = Path(work_dir) / "seconds.json" if work_dir else None
     earlier = json.loads(elapsed_path.read_text())["seconds"] if elapsed_path and elapsed_path.exists() else 0.0
@@ -160,19 +180,13 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
                 min_lr=settings.min_lr, jit_compile=jit_compile, verbose=verbose)
     test_accuracy = _accuracy(model, x_test, y_test, 256)
     first_1000 = _accuracy(model, x_test[:1000], y_test[:1000], 256)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_path) as partial:  # a crash never leaves a half file where the cache is looked up
-        # the 10-class layer rides along, so the shipped file's Fashion-MNIST accuracy can be checked from it alone
-        head = model.get_layer("head").get_layer("predictions")
-        save_backbone(model.get_layer("backbone"), str(partial),
-                      extra={"fashion_mnist_head/kernel": keras.ops.convert_to_numpy(head.kernel),
-                             "fashion_mnist_head/bias": keras.ops.convert_to_numpy(head.bias)})
+    save_pretrained(model, out_path)
     info = {"name": f"resnet{settings.depth}_fashion_mnist", "settings": settings.to_dict(),
             "test_accuracy": test_accuracy, "test_accuracy_first_1000": first_1000,
             "train_examples": int(len(x_train)), "test_examples": int(len(x_test)),
             "epochs": settings.epochs, "seconds": earlier + time.time() - started,
             "precision_policy": keras.mixed_precision.global_policy().name,
-            "provenance": provenance(settings.seed), "file": out_path.name, "sha256": presets.sha256_of(out_path),
+            "provenance": origin, "file": out_path.name, "sha256": presets.sha256_of(out_path),
             # the runner's cached-file readers look for these flat keys
             "depth": settings.depth, "layout": settings.layout, "image_size": settings.image_size,
             "lr": settings.lr}
@@ -191,12 +205,15 @@ def evaluate_backbone_file(path, image_size: int, limit: int = 0, data_dir: Opti
     from meteor_tf.models.classifier import build_classifier
 
     extra = w.read_extra(path)
-    if "fashion_mnist_head/kernel" not in extra:
-        raise ValueError(f"{path} holds no Fashion-MNIST head (_extra/fashion_mnist_head): it cannot be evaluated")
     model = build_classifier(depth, layout, image_size, normalization="unit", head_units=(), head_dropout=(),
                              num_classes=10)
     w.load_backbone(model.get_layer("backbone"), str(path))
-    model.get_layer("head").get_layer("predictions").set_weights([extra["fashion_mnist_head/kernel"],
-                                                                  extra["fashion_mnist_head/bias"]])
+    head = model.get_layer("head")
+    keys = [f"{HEAD_GROUP}/{layer.name}/{variable.name}" for layer in head.layers for variable in layer.weights]
+    missing = [k for k in keys if k not in extra]
+    if missing:
+        raise ValueError(f"{path} lacks its Fashion-MNIST head ({', '.join(missing[:3])}): it cannot be evaluated")
+    for key, variable in zip(keys, [v for layer in head.layers for v in layer.weights]):
+        variable.assign(extra[key])
     x_test, y_test = _arrays("test", image_size, limit, data_dir)
     return _accuracy(model, x_test, y_test, 256)

@@ -31,8 +31,9 @@ def test_shipped_backbone_matches_its_sha256_and_fits_resnet18():
     assert info["settings"]["depth"] == 18 and info["settings"]["layout"] == "torchvision"
     assert info["train_examples"] == 60000 and info["test_examples"] == 10000
     with h5py.File(path, "r") as f:
-        assert f["_extra/fashion_mnist_head/kernel"].shape == (512, 10)
-        assert f["_extra/fashion_mnist_head/kernel"].dtype == np.float16
+        assert f["_extra/fashion_mnist_head/predictions/kernel"].shape == (512, 10)
+        assert f["_extra/fashion_mnist_head/predictions/kernel"].dtype == np.float16
+        assert "_extra/fashion_mnist_head/bn0/moving_variance" in f
     model = build_classifier(18, "torchvision", 64, normalization="unit")
     w.load_backbone(model.get_layer("backbone"), str(path))  # every variable present, every shape right
     stem = model.get_layer("backbone").get_layer("conv1").kernel
