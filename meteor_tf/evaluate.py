@@ -20,7 +20,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from meteor_tf.flags import own_flags_parser
+from meteor_tf.flags import own_entry_point
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("data", None, "Folder with meteor/ and non_meteor/ (and an optional manifest.csv).",
@@ -85,12 +85,7 @@ def main(argv) -> int:
     return 0
 
 
-_parse = own_flags_parser(FLAGS, __doc__)
-
-
-def run() -> None:
-    """Console-script entry point (`meteor-evaluate`)."""
-    app.run(main, flags_parser=_parse)
+run = own_entry_point(main, FLAGS, __doc__)  # the console script `meteor-evaluate`
 
 
 if __name__ == "__main__":

@@ -212,3 +212,13 @@ def global_flags_parser(doc: str, modules: List[str]) -> Callable[[List[str]], L
             raise SystemExit(2)
 
     return parse
+
+
+def own_entry_point(main: Callable[[List[str]], int], own: flags.FlagValues, doc: str) -> Callable[[], None]:
+    """The console-script `run()` of a command with its own FlagValues: `app.run(main)` with `own_flags_parser`."""
+    from absl import app
+
+    def run() -> None:
+        app.run(main, flags_parser=own_flags_parser(own, doc))
+
+    return run

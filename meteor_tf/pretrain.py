@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from meteor_tf.flags import own_flags_parser
+from meteor_tf.flags import own_entry_point
 from meteor_tf.training.pretrain import PretrainSettings
 
 FLAGS = flags.FlagValues()
@@ -68,12 +68,7 @@ def main(argv) -> int:
     return 0
 
 
-_parse = own_flags_parser(FLAGS, __doc__)
-
-
-def run() -> None:
-    """Console-script entry point (`meteor-pretrain`)."""
-    app.run(main, flags_parser=_parse)
+run = own_entry_point(main, FLAGS, __doc__)  # the console script `meteor-pretrain`
 
 
 if __name__ == "__main__":

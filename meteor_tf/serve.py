@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from meteor_tf.flags import own_flags_parser
+from meteor_tf.flags import own_entry_point
 
 # A FlagValues of its own: importing this module beside the other CLIs (which have --model, --threshold, --overwrite,
 # --batch_size of their own) cannot collide, whatever the import order.
@@ -55,12 +55,7 @@ def main(argv) -> int:
     return 0
 
 
-_parse = own_flags_parser(FLAGS, __doc__)
-
-
-def run() -> None:
-    """Console-script entry point (`meteor-serve`)."""
-    app.run(main, flags_parser=_parse)
+run = own_entry_point(main, FLAGS, __doc__)  # the console script `meteor-serve`
 
 
 if __name__ == "__main__":
