@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -28,6 +29,7 @@ import numpy as np
 
 from meteor_tf import METEOR
 from meteor_tf.config import ExperimentConfig
+from meteor_tf.data import DataError
 from meteor_tf.evaluation import metrics as m
 from meteor_tf.evaluation import report
 from meteor_tf.evaluation.provenance import provenance
@@ -385,13 +387,23 @@ def make_folds(config: ExperimentConfig, examples) -> List[FoldData]:
 
 def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = log.info) -> dict:
     """Runs (or resumes) the whole experiment and writes the run directory. Returns the metrics dict."""
-    from meteor_tf.data.dataset import load_examples
-
     t0 = time.time()
-    timings: Dict[str, float] = {}
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work
     strategy, batch_size = _runtime(config)
+    fresh = not (Path(config.output_dir) / config.derived_run_id()).exists()
     run_dir = prepare_run_dir(config, strategy)
+    try:
+        return _run_in(config, run_dir, strategy, batch_size, progress, t0)
+    except DataError:
+        if fresh:  # stopped by the data before anything was computed: leave no empty run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_in(config: ExperimentConfig, run_dir: Path, strategy, batch_size: int, progress, t0: float) -> dict:
+    from meteor_tf.data.dataset import load_examples
+
+    timings: Dict[str, float] = {}
     progress(f"run directory: {run_dir}")
     if not (run_dir / "provenance.json").exists():
         report.write_json(run_dir / "provenance.json", provenance(config.seed))

@@ -92,6 +92,12 @@ def resolve_model(path: PathLike) -> Path:
     path = Path(path)
     if (path / "saved_model.pb").is_file():
         return path
+    if path.is_file():  # a .keras file or a run's final/model.keras: say how to export its run, not a folder of it
+        run = path.parent.parent if path.parent.name == "final" else None
+        how = (f"`python -m meteor_tf.export --run={run}`" if run is not None else
+               "`python -m meteor_tf.export --run=runs/<run id>` on the run that wrote it")
+        raise ModelNotFoundError(f"{path} is a file, not an exported model: export it first with {how}, then pass "
+                                 "--model=savedmodels/meteor (or pass a .tflite file)")
     if not path.exists():
         raise ModelNotFoundError(f"{path}: no such model directory (expected savedmodels/<name> or "
                                  f"savedmodels/<name>/<version>)")

@@ -187,3 +187,13 @@ def test_a_fold_trained_after_a_resume_equals_the_same_fold_uninterrupted(tmp_pa
     for phase, expected in uninterrupted.items():
         resumed = np.load(run_dir / "fold_1" / f"predictions_{phase}.npz")["test_prob"]
         np.testing.assert_allclose(resumed, expected, atol=1e-6, err_msg=phase)
+
+
+def test_a_run_stopped_by_its_data_leaves_no_run_folder(tmp_path):
+    from meteor_tf.data import DataError
+
+    data = write_capture_folder(tmp_path / "captures", meteors=2, non_meteors=9)  # too few meteors for 3 folds
+    config = tiny_config(tmp_path, data)
+    with pytest.raises(DataError, match="at least 3"):
+        cv.run_experiment(config)
+    assert not (tmp_path / "runs" / config.derived_run_id()).exists()

@@ -188,7 +188,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(station, served, tmp_path, capsys)
     (tmp_path / "empty_input").mkdir()
     taken = tmp_path / "taken.csv"
     taken.write_text("x")
+    keras_file = tmp_path / "runs" / "r1" / "final" / "model.keras"
+    keras_file.parent.mkdir(parents=True)
+    keras_file.write_bytes(b"PK")
     cases = [
+        ([f"--model={keras_file}", f"--input={station}"], f"--run={tmp_path / 'runs' / 'r1'}`"),
         ([f"--model={tmp_path / 'nowhere'}", f"--input={station}"], "no such model directory"),
         ([f"--model={tmp_path / 'no_versions'}", f"--input={station}"], "no exported version"),
         ([model, f"--input={tmp_path / 'empty_input'}"], "no image files under"),
