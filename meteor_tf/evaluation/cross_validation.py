@@ -444,7 +444,9 @@ def _run_in(config: ExperimentConfig, run_dir: Path, strategy, batch_size: int, 
                                                           batch_size=batch_size, cached_head=cached_head)
             report.write_json(run_dir / f"fold_{k}" / "metrics.json",
                               {phase: r["test"] for phase, r in per_fold[f"fold_{k}"].items()})
-            timings[f"fold {k}"] = time.time() - t
+            # the phases' own recorded seconds: a fold finished by an earlier (killed) process keeps its real time
+            recorded = sum(r.get("seconds", 0.0) for r in per_fold[f"fold_{k}"].values())
+            timings[f"fold {k}"] = max(recorded, time.time() - t)
 
         result = summarise(config, examples, folds, per_fold, run_dir, timings)
         if config.retrain_final:
@@ -452,8 +454,10 @@ def _run_in(config: ExperimentConfig, run_dir: Path, strategy, batch_size: int, 
             progress("retraining the final model on all the data with the CV settings")
             result["final"] = train_final(config, examples, run_dir, record, backbone_path, features,
                                           result["threshold"]["value"], batch_size, cached_head)
-            timings["final model"] = time.time() - t
-    timings["total"] = time.time() - t0
+            recorded = sum(record.done(f"final/{p}").get("seconds", 0.0) for p in ("head", "fine_tune")
+                           if record.done(f"final/{p}"))
+            timings["final model"] = max(recorded, time.time() - t)
+    timings["total (this process)"] = time.time() - t0
     result["timings"] = timings
     report.write_json(run_dir / "metrics.json", result)
     (run_dir / "summary.md").write_text(report.summary_markdown(

@@ -183,7 +183,9 @@ def test_a_fold_trained_after_a_resume_equals_the_same_fold_uninterrupted(tmp_pa
     state["phases"] = {k: v for k, v in state["phases"].items() if not k.startswith("fold_1/")}
     (run_dir / "state.json").write_text(json.dumps(state))
     shutil.rmtree(run_dir / "fold_1")
-    cv.run_experiment(config)  # fold 0 is done: fold 1 now trains first
+    first_fold_0 = sum(v["seconds"] for k, v in state["phases"].items() if k.startswith("fold_0/"))
+    result = cv.run_experiment(config)  # fold 0 is done: fold 1 now trains first
+    assert result["timings"]["fold 0"] == pytest.approx(first_fold_0)  # its real time, not the rerun's 0 s
     for phase, expected in uninterrupted.items():
         resumed = np.load(run_dir / "fold_1" / f"predictions_{phase}.npz")["test_prob"]
         np.testing.assert_allclose(resumed, expected, atol=1e-6, err_msg=phase)
