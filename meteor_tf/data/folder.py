@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import warnings
 from typing import List, Sequence, Tuple
 
@@ -141,8 +142,10 @@ def check_image_file(path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int =
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
             with Image.open(path) as image:  # lazy: parses the header, decodes no pixels
                 fmt, (width, height) = image.format, image.size
-    except Image.DecompressionBombError as e:
-        return None, f"too large: {e}"
+    except Image.DecompressionBombError as e:  # Pillow's own hard limit (2x its 89 MP default): say it our way
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "more than Pillow opens"
+        return None, f"too large: {size}, above the limit of {max_pixels / 1e6:g} megapixels (max_pixels)"
     except UnidentifiedImageError:
         return None, "not an image Pillow recognises (wrong extension, or a damaged or non-image file)"
     except OSError as e:  # PermissionError, I/O errors, broken headers

@@ -138,3 +138,18 @@ def test_a_file_name_that_is_not_utf8_trains(tmp_path):
     images, kept, skipped = folder.load_images(scan, 32, progress=False)
     assert len(kept) == 5 and not skipped
     assert images[list(scan.ids).index(f"meteor/{latin1}")].mean() > 150  # its own pixels, not a neighbour's
+
+
+def test_a_header_beyond_pillows_own_limit_gets_our_megapixel_message(tmp_path):
+    """A 20000x10000 PNG header (200 MP, over Pillow's 179 MP hard limit) used to get Pillow's "decompression bomb"."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 10000, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    fmt, reason = folder.check_image_file(str(path))
+    assert fmt is None and reason == "too large: 200.0 megapixels, above the limit of 50 megapixels (max_pixels)"
