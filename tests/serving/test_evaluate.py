@@ -30,7 +30,7 @@ def _labelled_folder(root, rng):
 
 def test_figures_follow_from_the_per_file_probabilities(tmp_path, exported_run):
     data = _labelled_folder(tmp_path / "labelled", np.random.default_rng(0))
-    with client.open_backend(model=str(exported_run)) as backend:
+    with client.open_backend(model=str(exported_run["version_dir"])) as backend:
         result = rc.evaluate_folder(backend, data, progress=False)
         threshold = backend.threshold
     files = [f for f in result["files"] if f["meteor_probability"] is not None]
@@ -53,7 +53,7 @@ def test_figures_follow_from_the_per_file_probabilities(tmp_path, exported_run):
     assert result["size_rule_auc"] > 0.95
     crops = [f["centre_crop_probability"] for f in files]
     assert all(c is not None for c in crops)
-    assert result["centre_crops"]["at_0.5"]["meteors"] == 6
+    assert result["centre_crops"]["at_0.5"]["meteors"] == 7  # the unreadable one is not cropped
     report = rc.markdown(result)
     assert "Size/aspect-only rule" in report and "camA" in report
 
@@ -61,7 +61,7 @@ def test_figures_follow_from_the_per_file_probabilities(tmp_path, exported_run):
 def test_cli_writes_the_report_and_the_misses_sheet(tmp_path, exported_run):
     data = _labelled_folder(tmp_path / "labelled", np.random.default_rng(1))
     out = tmp_path / "report"
-    done = run_cli(["-m", "meteor_tf.evaluate", f"--data={data}", f"--model={exported_run}", f"--out={out}", "--nocrops"],
+    done = run_cli(["-m", "meteor_tf.evaluate", f"--data={data}", f"--model={exported_run['version_dir']}", f"--out={out}", "--nocrops"],
                    tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "report.md").exists() and (out / "report.json").exists() and (out / "misses.png").exists()
