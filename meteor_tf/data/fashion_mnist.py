@@ -51,7 +51,7 @@ def restore_debian_fashion_mnist(dst_dir, src_dir: str = DEBIAN_DIR, verify: boo
     expected = tfds_checksums() if verify else {}
     for name in ORIGINAL_MTIME:
         dst = os.path.join(dst_dir, name)
-        if expected.get(name) and os.path.isfile(dst) and _sha256(dst) == expected[name]:
+        if expected.get(name) and os.path.isfile(dst) and sha256_of(dst) == expected[name]:
             continue
         with open(os.path.join(src_dir, name), "rb") as f:
             debian = f.read()
@@ -60,7 +60,7 @@ def restore_debian_fashion_mnist(dst_dir, src_dir: str = DEBIAN_DIR, verify: boo
         # A header without FNAME is exactly 10 bytes; one with a name already is left as it is.
         restored = debian if debian[3] & _GZIP_FNAME else original_gzip_header(name) + debian[10:]
         _write_atomically(dst, restored)
-        if name in expected and _sha256(dst) != expected[name]:
+        if name in expected and sha256_of(dst) != expected[name]:
             raise ValueError(f"Restored {dst} does not match tfds's checksum for {name}: the Debian package "
                              f"may have changed. Remove {dst}; pass manual_dir= with the upstream files, or "
                              "let tfds download them.")
@@ -108,7 +108,8 @@ def _prepared(data_dir: Optional[str]) -> bool:
         return False
 
 
-def _sha256(path: str) -> str:
+def sha256_of(path) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

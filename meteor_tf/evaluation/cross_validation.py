@@ -454,8 +454,7 @@ def _run_in(config: ExperimentConfig, run_dir: Path, strategy, batch_size: int, 
             progress("retraining the final model on all the data with the CV settings")
             result["final"] = train_final(config, examples, run_dir, record, backbone_path, features,
                                           result["threshold"]["value"], batch_size, cached_head)
-            recorded = sum(record.done(f"final/{p}").get("seconds", 0.0) for p in ("head", "fine_tune")
-                           if record.done(f"final/{p}"))
+            recorded = sum((record.done(f"final/{p}") or {}).get("seconds", 0.0) for p in ("head", "fine_tune"))
             timings["final model"] = max(recorded, time.time() - t)
     timings["total (this process)"] = time.time() - t0
     result["timings"] = timings

@@ -161,11 +161,9 @@ def evaluate_folder(backend, data_dir, class_dirs: Sequence[str] = CLASS_NAMES, 
         idx = np.asarray([i for i in idx if ok[i]], int)
         if not len(idx):
             continue
-        meteors = y[idx]
-        called = prob[idx] >= t
-        per_source[source] = {"images": int(len(idx)), "meteors": int(meteors.sum()),
-                              "meteors_found": int((called & meteors).sum()),
-                              "non_meteors": int((~meteors).sum()), "false_alarms": int((called & ~meteors).sum())}
+        r = rates(y[idx], prob[idx], t)
+        per_source[source] = {"images": int(len(idx)),
+                              **{k: r[k] for k in ("meteors", "meteors_found", "non_meteors", "false_alarms")}}
     result["per_source"] = {"threshold": float(t), "sources": per_source}
     result["files"] = [{"file": r, "label": CLASS_NAMES[0] if m else CLASS_NAMES[1],
                         "meteor_probability": None if np.isnan(p) else float(p),

@@ -10,14 +10,14 @@ never a silent random start.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 
+from meteor_tf.data.fashion_mnist import sha256_of
+from meteor_tf.evaluation.report import atomic_path, write_json
 from meteor_tf.models.weights import WeightsNotFoundError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -44,8 +44,12 @@ class PresetError(WeightsNotFoundError):
     """A shipped preset is missing, does not match its recorded sha256, or does not exist for the settings."""
 
 
+def _base(presets_dir: Optional[Path]) -> Path:
+    return Path(presets_dir) if presets_dir is not None else PRESETS_DIR
+
+
 def preset_files(name: str, presets_dir: Optional[Path] = None):
-    base = Path(presets_dir) if presets_dir is not None else PRESETS_DIR
+    base = _base(presets_dir)
     return base / f"{name}.weights.h5", base / f"{name}.json"
 
 
@@ -87,8 +91,7 @@ def compact(src: str, dst: str, dtype: str = "float16") -> str:
     """Copy a `save_backbone` file with every array as `dtype`, gzip-compressed (for shipping); returns `dst`."""
     import h5py
 
-    tmp = f"{dst}.partial{os.getpid()}"
-    with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
+    with atomic_path(dst) as partial, h5py.File(src, "r") as fin, h5py.File(partial, "w") as fout:
         for key, value in fin.attrs.items():
             fout.attrs[key] = value
 
@@ -99,16 +102,7 @@ def compact(src: str, dst: str, dtype: str = "float16") -> str:
                 fout.create_dataset(key, data=data, compression="gzip", compression_opts=9, shuffle=True)
 
         fin.visititems(copy)
-    os.replace(tmp, dst)
     return dst
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _known(name: str) -> Preset:
@@ -131,18 +125,27 @@ def make_preset(src: str, name: str = "resnet18_fashion_mnist", presets_dir: Opt
     path.parent.mkdir(parents=True, exist_ok=True)
     compact(src, str(path), dtype)
     kw = dict(data_dir=data_dir, depth=preset.depth, layout=preset.layout)
-    float32 = {"all": evaluate_backbone_file(src, size, 0, **kw), "first_1000": evaluate_backbone_file(src, size, 1000, **kw)}
-    stored = {"all": evaluate_backbone_file(path, size, 0, **kw), "first_1000": evaluate_backbone_file(path, size, 1000, **kw)}
+    float32, stored = evaluate_backbone_file(src, size, **kw), evaluate_backbone_file(path, size, **kw)
     info = {**source_info, "name": name, "file": path.name, "stored_dtype": dtype, "size_bytes": path.stat().st_size,
             "sha256": sha256_of(path), "source_sha256": source_info.get("sha256"),
             "test_accuracy": stored["all"], "test_accuracy_first_1000": stored["first_1000"],
             "float32_test_accuracy": float32["all"], "float32_test_accuracy_first_1000": float32["first_1000"],
             "training_policy_test_accuracy": source_info.get("test_accuracy"),
             "evaluated_with": "float32 policy, meteor_tf.training.pretrain.evaluate_backbone_file"}
-    tmp = info_path.with_name(info_path.name + ".partial")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, info_path)
+    write_json(info_path, info)
     return info
+
+
+SHIPPED_FILTER = "meteor_filter"  # savedmodels-style folder under presets/: the filter meteor-predict uses by default
+
+
+def shipped_filter_path(presets_dir: Optional[Path] = None) -> Path:
+    """The shipped station filter (a SavedModel version folder), or a PresetError saying how to pass one."""
+    path = _base(presets_dir) / SHIPPED_FILTER
+    if not path.is_dir():
+        raise PresetError(f"no shipped filter in this installation ({path}); pass --model=savedmodels/NAME, a .tflite "
+                          "file or a run directory")
+    return path
 
 
 if __name__ == "__main__":
@@ -157,16 +160,3 @@ if __name__ == "__main__":
     result = make_preset(args.compact, args.name, Path(args.presets_dir) if args.presets_dir else None, args.dtype)
     print(json.dumps({k: result[k] for k in ("file", "size_bytes", "sha256", "test_accuracy", "test_accuracy_first_1000",
                                              "float32_test_accuracy", "float32_test_accuracy_first_1000")}, indent=2))
-
-
-SHIPPED_FILTER = "meteor_filter"  # savedmodels-style folder under presets/: the filter meteor-predict uses by default
-
-
-def shipped_filter_path(presets_dir: Optional[Path] = None) -> Path:
-    """The shipped station filter (a SavedModel version folder), or a PresetError saying how to pass one."""
-    base = Path(presets_dir) if presets_dir is not None else PRESETS_DIR
-    path = base / SHIPPED_FILTER
-    if not path.is_dir():
-        raise PresetError(f"no shipped filter in this installation ({path}); pass --model=savedmodels/NAME, a .tflite "
-                          "file or a run directory")
-    return path

@@ -123,8 +123,10 @@ def save_pretrained(model, out_path: Path) -> Path:
     return out_path
 
 
-def _accuracy(model, images, labels, batch_size: int) -> float:
-    return float(np.mean(np.argmax(model.predict(images, batch_size=batch_size, verbose=0), axis=1) == labels))
+def _accuracies(model, images, labels, batch_size: int = 256) -> dict:
+    """Test accuracy on all `images` and on the first 1,000, from one prediction."""
+    correct = np.argmax(model.predict(images, batch_size=batch_size, verbose=0), axis=1) == labels
+    return {"all": float(np.mean(correct)), "first_1000": float(np.mean(correct[:1000]))}
 
 
 def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Optional[Path] = None,
@@ -140,7 +142,7 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
 
     from meteor_tf.data.pipeline import make_dataset
     from meteor_tf.evaluation.provenance import provenance
-    from meteor_tf.models import presets
+    from meteor_tf.data.fashion_mnist import sha256_of
     from meteor_tf.models.classifier import build_classifier
     from meteor_tf.training.callbacks import AtomicBackupAndRestore
     from meteor_tf.training.phases import train_phase
@@ -178,29 +180,28 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
     train_phase(model, train_ds, None, epochs=settings.epochs, lr=settings.lr, steps_per_epoch=steps,
                 callbacks=callbacks, first_cycle_epochs=settings.first_cycle_epochs, t_mul=settings.t_mul,
                 min_lr=settings.min_lr, jit_compile=jit_compile, verbose=verbose)
-    test_accuracy = _accuracy(model, x_test, y_test, 256)
-    first_1000 = _accuracy(model, x_test[:1000], y_test[:1000], 256)
+    accuracy = _accuracies(model, x_test, y_test)
     save_pretrained(model, out_path)
     info = {"name": f"resnet{settings.depth}_fashion_mnist", "settings": settings.to_dict(),
-            "test_accuracy": test_accuracy, "test_accuracy_first_1000": first_1000,
+            "test_accuracy": accuracy["all"], "test_accuracy_first_1000": accuracy["first_1000"],
             "train_examples": int(len(x_train)), "test_examples": int(len(x_test)),
             "epochs": settings.epochs, "seconds": earlier + time.time() - started,
             "precision_policy": keras.mixed_precision.global_policy().name,
-            "provenance": origin, "file": out_path.name, "sha256": presets.sha256_of(out_path),
+            "provenance": origin, "file": out_path.name, "sha256": sha256_of(out_path),
             # the runner's cached-file readers look for these flat keys
             "depth": settings.depth, "layout": settings.layout, "image_size": settings.image_size,
             "lr": settings.lr}
     from meteor_tf.evaluation.report import write_json
     write_json(Path(str(out_path) + ".json"), info)
-    log.info("Fashion-MNIST pretraining: test accuracy %.4f (first 1,000: %.4f) in %.0f s -> %s", test_accuracy,
-             first_1000, info["seconds"], out_path)
+    log.info("Fashion-MNIST pretraining: test accuracy %.4f (first 1,000: %.4f) in %.0f s -> %s", accuracy["all"],
+             accuracy["first_1000"], info["seconds"], out_path)
     return info
 
 
 def evaluate_backbone_file(path, image_size: int, limit: int = 0, data_dir: Optional[str] = None,
-                           depth: int = 18, layout: str = "torchvision") -> float:
-    """Fashion-MNIST test accuracy of a pretrained backbone file with its `_extra/fashion_mnist_head` layer, on the
-    first `limit` test images (0 = all 10,000), under the current precision policy."""
+                           depth: int = 18, layout: str = "torchvision") -> dict:
+    """Fashion-MNIST test accuracy of a pretrained backbone file with its `_extra/fashion_mnist_head` layers, under
+    the current precision policy: {"all": on the first `limit` test images (0 = all 10,000), "first_1000": …}."""
     from meteor_tf.models import weights as w
     from meteor_tf.models.classifier import build_classifier
 
@@ -216,4 +217,4 @@ def evaluate_backbone_file(path, image_size: int, limit: int = 0, data_dir: Opti
     for key, variable in zip(keys, [v for layer in head.layers for v in layer.weights]):
         variable.assign(extra[key])
     x_test, y_test = _arrays("test", image_size, limit, data_dir)
-    return _accuracy(model, x_test, y_test, 256)
+    return _accuracies(model, x_test, y_test)

@@ -34,7 +34,7 @@ def test_restored_files_match_tfds_checksums(tmp_path):
     expected = fashion_mnist.tfds_checksums()
     assert set(expected) == set(fashion_mnist.ORIGINAL_MTIME)
     for name, sha in expected.items():
-        assert fashion_mnist._sha256(os.path.join(out, name)) == sha
+        assert fashion_mnist.sha256_of(os.path.join(out, name)) == sha
     with gzip.open(os.path.join(out, "t10k-labels-idx1-ubyte.gz")) as f:
         assert f.read(8)[:4] == b"\x00\x00\x08\x01"  # IDX magic of a uint8 vector
     # A second call keeps the verified files.
