@@ -56,6 +56,16 @@ def test_model_input_pads_with_black_and_keeps_geometry():
     np.testing.assert_allclose(out[10:22], 255.0, atol=1e-3)  # the frame, not stretched over the square
 
 
+def test_model_input_of_an_extreme_strip_is_cheap():
+    # A fuzzed TIFF header gave a 786504x8 image (6.3 MP, under the pixel limit): padding it to a square before
+    # resizing asked for a 786504² float tensor (OOM, 10 s). The rule resizes first, so the cost follows the pixels.
+    strip = np.zeros((8, 200_000, 1), np.uint8)
+    strip[:, 1000:199_000] = 255
+    out = preprocess.to_model_input(strip, 32).numpy()
+    assert out.shape == (32, 32, 1)
+    assert out[16].max() > 0 and out[:15].max() == 0  # one row of frame, centred, the rest black
+
+
 def test_model_input_takes_a_batch():
     batch = np.zeros((3, 10, 20, 3), np.uint8)
     assert preprocess.to_model_input(batch, 16).shape == (3, 16, 16, 1)

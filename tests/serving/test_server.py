@@ -139,6 +139,23 @@ def test_bad_requests_get_400_naming_the_problem_and_the_server_keeps_serving(se
     assert_still_serving(server, served, expected)
 
 
+def test_fuzzed_bodies_get_200_or_a_4xx_never_a_5xx_and_the_server_keeps_serving(server, served, expected):
+    from tests.serving.fuzz_inputs import json_bodies
+
+    bodies = json_bodies(150, seed=7)  # random JSON, wrong types, damaged images in well-formed requests, raw bytes
+    seen = {}
+    for i, body in enumerate(bodies):
+        content_type = ("application/json", "text/plain", "application/octet-stream")[i % 3]
+        answer = requests.post(predict_url(server), data=body, headers={"Content-Type": content_type}, timeout=60)
+        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+        assert answer.status_code in (200, 400, 413), (answer.status_code, body[:200], answer.text[:300])
+        if answer.status_code == 400:
+            assert answer.json().get("error"), answer.text[:300]
+    assert seen.get(400, 0) > 100 and seen.get(200, 0) > 0, seen  # both sides of the line were exercised
+    assert server["process"].poll() is None
+    assert_still_serving(server, served, expected)
+
+
 def test_a_broken_image_in_a_batch_is_named_and_fails_only_its_request(server, served, expected):
     truncated = served["images"][0][:200]  # a PNG header with half its data: Pillow's header check passes
     body = {"instances": [{"b64": b64(served["images"][1])}, {"b64": b64(truncated)}]}
