@@ -68,97 +68,33 @@ def pad_to_square(image: tf.Tensor, side=None) -> tf.Tensor:
     return tf.image.pad_to_bounding_box(image, (side - height) // 2, (side - width) // 2, side, side)
 
 
-RULES = ("resize", "maxpool", "norm", "norm_max")
-# Background-normalised rules: sky median → this level, one robust noise sigma → this many levels (saturates ~30σ).
-NORM_BACKGROUND = 16.0
-NORM_LEVELS_PER_SIGMA = 8.0
-
-
-def to_model_input(image, image_size: int, rule: str = "resize") -> tf.Tensor:
+def to_model_input(image, image_size: int) -> tf.Tensor:
     """The model's input from a decoded image: float32 (S, S, 1), values 0..255 (S = `image_size`).
 
     `image` is (H, W, C) or a batch (N, H, W, C) of equal-size images, any channel count `to_grayscale` takes,
-    uint8 (or float 0..255). `rule` "resize" (the default): gray → antialiased resize keeping the aspect → pad
-    to a square with black; see the module docstring for why. The other `RULES` are measured alternatives
-    (benchmarks/input_handling.py).
+    uint8 (or float 0..255). Gray → antialiased resize keeping the aspect → pad to a square with black; see the
+    module docstring for why (benchmarks/input_handling.py measures the alternatives).
     """
-    if rule not in RULES:
-        raise ValueError(f"input rule must be one of {RULES}, got {rule!r}")
-    image = tf.cast(tf.convert_to_tensor(image), tf.float32)
-    image = to_grayscale(image)
-    if rule == "resize":
-        # Resize first, then pad at the output size: padding a 786504×8 strip to a square at full size would ask
-        # for a 786504² tensor (a fuzzed TIFF header did).
-        image = pad_to_square(_fit_longer_side(image, image_size), image_size)
-    elif rule == "maxpool":
-        image = pad_to_square(_block_max(pad_to_square(image), image_size), image_size)
-    else:
-        image = _fit_longer_side(image, image_size) if rule == "norm" else _block_max(image, image_size)
-        image = pad_to_square(_normalise_background(image), image_size)
+    image = to_grayscale(tf.cast(tf.convert_to_tensor(image), tf.float32))
+    # Resize first, then pad at the output size: padding a 786504×8 strip to a square at full size would ask
+    # for a 786504² tensor (a fuzzed TIFF header did).
+    image = pad_to_square(fit_longer_side(image, image_size), image_size)
     image = tf.clip_by_value(image, 0.0, 255.0)  # the filter is non-negative: this guards float round-off
     image.set_shape(image.shape[:-3].concatenate([image_size, image_size, 1]))
     return image
 
 
-def _hw(image):
-    shape = tf.shape(image)
-    return shape[-3], shape[-2]
-
-
-def _upscale_small(image, size):
-    """Bilinear upscale so that the longer side is at least `size` (no-op for larger images)."""
-    height, width = _hw(image)
-    side = tf.maximum(height, width)
-
-    def up():
-        scale = tf.cast(size, tf.float32) / tf.cast(side, tf.float32)
-        new = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
-        return tf.image.resize(image, tf.maximum(new, 1), method="bilinear")
-
-    return tf.cond(side < size, up, lambda: image)
-
-
-def _fit_longer_side(image, size):
+def fit_longer_side(image, size):
     """Antialiased resize keeping the aspect ratio, the longer side becoming `size` (the shorter at least 1).
 
     antialias=True widens the bilinear kernel to the downscale factor: faint thin streaks are averaged, not skipped.
     """
-    height, width = _hw(image)
+    shape = tf.shape(image)
+    height, width = shape[-3], shape[-2]
     side = tf.cast(tf.maximum(height, width), tf.float32)
     scale = tf.cast(size, tf.float32) / side
     new = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
     return tf.image.resize(image, tf.clip_by_value(new, 1, size), method="bilinear", antialias=True)
-
-
-def _block_max(image, size):
-    """Downscale by the maximum over f×f blocks, f = ceil(longer side / size): a one-pixel streak stays at its
-    full brightness. The edges are padded by repeating the last row/column, so no black seams appear."""
-    image = _upscale_small(image, size)
-    height, width = _hw(image)
-    f = (tf.maximum(height, width) + size - 1) // size
-    out_h, out_w = (height + f - 1) // f, (width + f - 1) // f
-    rank = len(image.shape)
-    pad = [[0, 0]] * (rank - 3) + [[0, out_h * f - height], [0, out_w * f - width], [0, 0]]
-    image = tf.pad(image, pad, mode="SYMMETRIC")
-    lead = tf.shape(image)[:-3]
-    blocks = tf.reshape(image, tf.concat([lead, [out_h, f, out_w, f, tf.shape(image)[-1]]], 0))
-    return tf.reduce_max(blocks, axis=[-4, -2])
-
-
-def _median_last(values):
-    ordered = tf.sort(values, axis=-1)
-    return tf.gather(ordered, tf.shape(values)[-1] // 2, axis=-1)
-
-
-def _normalise_background(image):
-    """Per image: sky median → NORM_BACKGROUND, one robust noise sigma (1.4826 × median absolute deviation,
-    at least 0.1 grey level) → NORM_LEVELS_PER_SIGMA levels. A camera's gain, offset and noise then give the
-    same picture; a faint streak a few sigma above the sky becomes visible."""
-    flat = tf.reshape(image, tf.concat([tf.shape(image)[:-3], [-1]], 0))
-    median = _median_last(flat)
-    sigma = tf.maximum(1.4826 * _median_last(tf.abs(flat - median[..., None])), 0.1)
-    median, sigma = median[..., None, None, None], sigma[..., None, None, None]
-    return NORM_BACKGROUND + (image - median) / sigma * NORM_LEVELS_PER_SIGMA
 
 
 def preprocess_bytes(image_bytes, image_size: int) -> tf.Tensor:
