@@ -70,11 +70,7 @@ def _predict() -> int:
     from meteor_tf.serving import predict as folder_predict
 
     folder_predict.find_images(FLAGS.input)  # an empty or missing input fails before any model loads
-    if FLAGS.output and not FLAGS.overwrite:
-        import os
-
-        if os.path.exists(FLAGS.output):
-            raise FileExistsError(f"{FLAGS.output} exists; pass --overwrite to replace it, or another --output")
+    folder_predict.check_output_path(FLAGS.output, FLAGS.overwrite)
     if FLAGS.explain and FLAGS.server and not FLAGS.keras_model:  # fail before loading anything
         raise folder_predict.ExplainNeedsKerasModel(
             "--explain with --server needs a local model to take gradients: --keras_model=RUN_DIR/final/model.keras "

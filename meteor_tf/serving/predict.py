@@ -138,8 +138,7 @@ def classify_folder(backend: client.Backend, input_dir, *, output=None, overwrit
         raise ValueError("explain needs both an explainer (the Keras model) and an output folder")
     root = os.path.abspath(os.fspath(input_dir))
     paths = find_images(root, exclude=[sort_dir, explain_dir])
-    if output is not None and os.path.exists(output) and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it, or another --output")
+    check_output_path(output, overwrite)
     if threshold is not None:
         source = "--threshold"
     elif backend.threshold is not None:
@@ -275,6 +274,18 @@ def _move_onto_claimed(path, destination: Path) -> None:
         os.unlink(path)
 
 
+def check_output_path(output, overwrite: bool) -> None:
+    """Refuse, before any work, an --output the CSV could not replace at the end: an existing file without
+    `overwrite`, or a folder (with or without it: a CSV cannot take a folder's place)."""
+    if output is None:
+        return
+    if os.path.isdir(output):
+        raise IsADirectoryError(f"--output={output} is a folder; --output names the CSV to write, e.g. "
+                                f"--output={os.path.join(output, 'predictions.csv')}")
+    if os.path.exists(output) and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it, or another --output")
+
+
 class _CsvWriter:
     """Rows written as batches finish, to `partial.<name>`; renamed to the real name when the run completes."""
 
@@ -298,7 +309,11 @@ class _CsvWriter:
 
     def finish(self) -> None:
         self.file.close()
-        self.partial.replace(self.path)
+        try:
+            self.partial.replace(self.path)
+        except OSError as e:  # e.g. the output became a folder during the run: say where the rows are
+            raise OSError(f"could not put the results at {self.path} ({e.strerror or e}); every row is in "
+                          f"{self.partial}") from None
 
     def abandon(self) -> None:
         self.file.close()

@@ -101,6 +101,24 @@ def test_existing_output_is_refused_unless_overwrite(station, backend, tmp_path)
     assert len(fp.read_csv(output)) == len(GOOD_FILES) + len(BAD_FILES)
 
 
+def test_an_output_folder_is_refused_before_any_work_even_with_overwrite(station, backend, tmp_path):
+    # it used to classify everything, then fail renaming partial.DIR onto the folder without saying so
+    folder = tmp_path / "results"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder.*predictions.csv"):
+        fp.classify_folder(backend, station, output=folder, overwrite=True, progress=False)
+    assert not any(folder.iterdir()) and not (tmp_path / "partial.results").exists()
+
+
+def test_a_failed_final_rename_names_the_file_holding_the_rows(tmp_path):
+    writer = fp._CsvWriter(tmp_path / "out.csv", with_sorted=False)
+    writer.write([fp.FileResult(path="a.jpg", meteor_probability=0.5, label="meteor")])
+    (tmp_path / "out.csv").mkdir()  # something took the name during the run
+    with pytest.raises(OSError, match="every row is in .*partial.out.csv"):
+        writer.finish()
+    assert "a.jpg" in (tmp_path / "partial.out.csv").read_text()
+
+
 def test_tflite_model_classifies_the_folder_like_the_savedmodel(station, backend, served):
     lite = fp.classify_folder(client.open_backend(model=served["tflite"]["float"]), station, progress=False)
     saved = fp.classify_folder(backend, station, progress=False)
