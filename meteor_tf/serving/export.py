@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -222,11 +223,9 @@ def export_savedmodel(model, base_dir: PathLike, name: str = "meteor", *, thresh
     })
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    leftovers = sorted(p.name for p in model_dir.glob(TEMP_PREFIX + "*"))
-    if leftovers:
-        log.warning("%s: ignoring %s, left by an interrupted export (safe to delete once no export is running)",
-                    model_dir, ", ".join(leftovers))
-    partial = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=model_dir))
+    _clean_leftovers(model_dir)
+    # the exporting process's host and pid in the name: a later export can tell a dead one's leftover from a live one
+    partial = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=model_dir))
     try:
         os.chmod(partial, 0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
         _archive(model, image_size, float(threshold), explain).write_out(str(partial), verbose=False)
@@ -238,6 +237,31 @@ def export_savedmodel(model, base_dir: PathLike, name: str = "meteor", *, thresh
             shutil.rmtree(partial, ignore_errors=True)
     log.info("exported %s (threshold %.4f, %d px)", model_dir / str(final_version), threshold, image_size)
     return model_dir / str(final_version)
+
+
+def _clean_leftovers(model_dir: Path) -> None:
+    """Remove the temporary dirs of exports whose process is gone (killed mid-write, on this host); report any
+    other leftover (another host's, or an export still running) and leave it."""
+    for path in sorted(model_dir.glob(TEMP_PREFIX + "*")):
+        host, _, rest = path.name[len(TEMP_PREFIX):].rpartition("-")[0].rpartition("-")
+        pid = int(rest) if rest.isdigit() else None
+        if pid is not None and host == socket.gethostname() and not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("%s: removed %s, left by an export that was killed (process %d is gone)", model_dir,
+                        path.name, pid)
+        else:
+            log.warning("%s: ignoring %s, left by an interrupted export or one still running (safe to delete once "
+                        "no export is running)", model_dir, path.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _check_version_free(model_dir: Path, version: Optional[int]) -> None:

@@ -4,6 +4,7 @@ images; metadata; versions that only grow; the command's errors; `main --export`
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -216,9 +217,17 @@ def test_crash_leftovers_are_ignored_and_a_failed_export_leaves_nothing(toy_mode
         export.export_savedmodel(toy_model, tmp_path, threshold=0.5, explain=False)
     monkeypatch.undo()
     assert sorted(p.name for p in model_dir.iterdir()) == [".partial-export-killed", "1", "5"]
+    # a leftover named with this host and a process that has ended is removed; one we cannot attribute is kept
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = model_dir / f".partial-export-{socket.gethostname()}-{gone.pid}-x1y2z3"
+    dead.mkdir()
+    alive = model_dir / f".partial-export-{socket.gethostname()}-{os.getpid()}-a1b2c3"
+    alive.mkdir()
     with caplog.at_level("WARNING", logger="meteor_tf"):
         assert export.export_savedmodel(toy_model, tmp_path, threshold=0.5, explain=False).name == "6"
-    assert ".partial-export-killed" in caplog.text
+    assert ".partial-export-killed" in caplog.text and f"process {gone.pid} is gone" in caplog.text
+    assert sorted(p.name for p in model_dir.iterdir()) == [".partial-export-killed", alive.name, "1", "5", "6"]
 
 
 def test_latest_version_and_resolve_model_say_what_is_missing(tmp_path):
