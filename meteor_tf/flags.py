@@ -12,6 +12,7 @@ from typing import Callable, List
 from absl import flags
 
 from meteor_tf import config as cfg
+from meteor_tf.quiet_tf import import_tensorflow
 
 FLAGS = flags.FLAGS
 _DEFAULTS = cfg.ExperimentConfig()
@@ -187,6 +188,7 @@ def own_flags_parser(own: flags.FlagValues, doc: str) -> Callable[[List[str]], L
             print(f"error: {e} (--help lists the flags)", file=sys.stderr)
             raise SystemExit(2)
         flags.FLAGS.mark_as_parsed()
+        import_tensorflow()  # after --help and flag errors, which need no TensorFlow
         return rest
 
     return parse
@@ -206,10 +208,12 @@ def global_flags_parser(doc: str, modules: List[str]) -> Callable[[List[str]], L
                     print(text)
             raise SystemExit(0)
         try:
-            return FLAGS(argv)
+            rest = FLAGS(argv)
         except flags.Error as e:
             print(f"error: {e} (--help lists the flags)", file=sys.stderr)
             raise SystemExit(2)
+        import_tensorflow()
+        return rest
 
     return parse
 

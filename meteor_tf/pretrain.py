@@ -18,7 +18,10 @@ from pathlib import Path
 from absl import app, flags
 
 from meteor_tf.flags import own_entry_point
-from meteor_tf.training.pretrain import PretrainSettings
+from meteor_tf.quiet_tf import import_tensorflow
+
+import_tensorflow()  # training.pretrain imports TensorFlow at once: without its start-up noise
+from meteor_tf.training.pretrain import PretrainSettings  # noqa: E402
 
 FLAGS = flags.FlagValues()
 _d = PretrainSettings()

@@ -88,6 +88,9 @@ def _parse(argv):
         print(FLAGS.main_module_help())
         raise SystemExit(0)
     flags.FLAGS.mark_as_parsed()  # absl's own flags (logging) keep their defaults
+    from meteor_tf.quiet_tf import import_tensorflow
+
+    import_tensorflow()
     return rest
 
 
