@@ -23,7 +23,7 @@ import dataclasses
 import io
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -156,6 +156,23 @@ def prepare_image_bytes(data: bytes, max_pixels: Optional[int] = None) -> bytes:
 
     fmt = check_image_bytes(data, max_pixels)
     return reencode_with_pillow(data) if fmt in folder.PIL_FORMATS else bytes(data)
+
+
+def first_undecodable(images: Sequence[bytes]) -> Optional[Tuple[int, str]]:
+    """(index, message) of the first image TensorFlow's decoder (the one in the SavedModel) refuses, or None.
+
+    Decoding only, no model: naming the bad image of a refused 1,000-image batch used to predict each image alone
+    (16.8 s against 3.7 s for the batch); decoding them costs milliseconds."""
+    import tensorflow as tf
+
+    from meteor_tf.data.preprocess import decode_image
+
+    for i, data in enumerate(images):
+        try:
+            decode_image(tf.constant(data))
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            return i, f"cannot decode the image: {_first_line(e)}"
+    return None
 
 
 def reencode_with_pillow(data: bytes) -> bytes:

@@ -205,14 +205,27 @@ def _classify_batch(backend: client.Backend, root: str, paths: List[str], thresh
     try:
         _fill(todo, backend.predict_bytes(images), threshold)
     except client.InvalidImageError:
+        # A decoder refused the batch: find the images it refuses by decoding alone (cheap), give those Pillow's
+        # chance (folder.load_images's rule: what TensorFlow refuses, Pillow may read, sent on as PNG), then predict
+        # the rest as one batch again.
+        kept = []
         for r, data in zip(todo, images):
+            if client.first_undecodable([data]) is None:
+                kept.append((r, data))
+                continue
             try:
-                _fill([r], backend.predict_bytes([data]), threshold)
+                kept.append((r, client.reencode_with_pillow(data)))
             except client.InvalidImageError as e:
-                try:  # what TensorFlow refuses, Pillow may read (folder.load_images's rule): as PNG, once more
-                    _fill([r], backend.predict_bytes([client.reencode_with_pillow(data)]), threshold)
-                except client.InvalidImageError:
-                    r.error = str(e)
+                r.error = str(e)
+        if kept:
+            try:
+                _fill([r for r, _ in kept], backend.predict_bytes([d for _, d in kept]), threshold)
+            except client.InvalidImageError:  # refused for another reason: one at a time, each its own answer
+                for r, data in kept:
+                    try:
+                        _fill([r], backend.predict_bytes([data]), threshold)
+                    except client.InvalidImageError as e:
+                        r.error = str(e)
     return results
 
 

@@ -137,12 +137,8 @@ class MeteorModel(kserve.Model):
         try:
             return self.backend.predict_bytes(prepared)
         except client.InvalidImageError as e:
-            for i, data in enumerate(prepared):  # the batch failed in the decoder: name the image that did it
-                try:
-                    self.backend.predict_bytes([data])
-                except client.InvalidImageError as one:
-                    raise InvalidInput(f"{where}[{i}]: {one}") from None
-            raise InvalidInput(str(e)) from None
+            bad = client.first_undecodable(prepared)  # the batch failed in the decoder: name the image that did it
+            raise InvalidInput(f"{where}[{bad[0]}]: {bad[1]}" if bad else str(e)) from None
 
 
 class BodySizeLimit:

@@ -164,6 +164,26 @@ def test_a_broken_image_in_a_batch_is_named_and_fails_only_its_request(server, s
     assert_still_serving(server, served, expected)
 
 
+def test_naming_the_bad_image_of_a_big_batch_does_not_predict_each_image_alone(served):
+    # a 1,000-image request with one bad image took 16.8 s instead of 3.7 s: each image was predicted alone to find it
+    from meteor_tf.serving import server as srv
+
+    class CountingBackend:
+        calls = []
+
+        def predict_bytes(self, images):
+            self.calls.append(len(images))
+            raise client.InvalidImageError("cannot decode the image: batch refused")
+
+    model = srv.MeteorModel("meteor", served["model_dir"])
+    model.backend = CountingBackend()
+    good = served["images"][1]
+    truncated = served["images"][0][:200]  # passes Pillow's header check, refused by TensorFlow's decoder
+    with pytest.raises(srv.InvalidInput, match=r"^instances\[40\]: cannot decode"):
+        model.classify([good] * 40 + [truncated] + [good] * 9)
+    assert CountingBackend.calls == [50]
+
+
 def test_oversized_bodies_get_413_whether_declared_or_streamed(server, served, expected):
     big = json.dumps({"instances": [{"b64": b64(b"x" * MAX_REQUEST_BYTES)}]}).encode()
     answer = requests.post(predict_url(server), data=big, headers={"Content-Type": "application/json"}, timeout=60)
