@@ -396,6 +396,24 @@ class ExportedModel:
     def signature_names(self) -> List[str]:
         return sorted(self._signatures.keys())
 
+    def signature_defs(self) -> dict:
+        """The signatures in TF Serving's metadata JSON shape (`GET /v1/models/NAME/metadata`'s
+        `metadata.signature_def.signature_def`): per signature its inputs and outputs with dtype and shape."""
+        from tensorflow.core.framework import types_pb2
+
+        def spec(name, s):
+            dims = [{"size": str(-1 if d is None else d), "name": ""} for d in s.shape.as_list()]
+            return {"dtype": types_pb2.DataType.Name(s.dtype.as_datatype_enum),
+                    "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": name}
+
+        out = {}
+        for key, fn in self._signatures.items():
+            inputs = fn.structured_input_signature[1]
+            out[key] = {"inputs": {k: spec(k, v) for k, v in inputs.items()},
+                        "outputs": {k: spec(k, v) for k, v in fn.structured_outputs.items()},
+                        "method_name": "tensorflow/serving/predict"}
+        return out
+
     def predict_bytes(self, images: Sequence[bytes], batch_size: int = 32) -> Dict[str, np.ndarray]:
         """The serving_default outputs for encoded images: meteor_probability (float32), label (str), class_id.
 

@@ -9,7 +9,10 @@ against either:
   `{"instances": [{"image_bytes": {"b64": ...}}]}`) → `{"predictions": [{"meteor_probability": 0.97, "label":
   "meteor", "class_id": 0}, ...]}`; columnar `{"inputs": {"image_bytes": [{"b64": ...}]}}` (or `{"inputs": [...]}`)
   → `{"outputs": {"meteor_probability": [...], "label": [...], "class_id": [...]}}`.
-  `GET /v1/models/NAME` → `{"name": "meteor", "ready": true}` (KServe's status shape, not TF Serving's).
+  `GET /v1/models/NAME` → `{"name": "meteor", "ready": true}` (KServe's status shape, not TF Serving's). TF
+  Serving's own routes answer too: `POST /v1/models/NAME/versions/N:predict`, `GET /v1/models/NAME/metadata` (and
+  `/versions/N/metadata`: the signatures in TF Serving's shape), `GET /v1/models/NAME/versions/N` (TF Serving's
+  `model_version_status`); another version than the served one is 404.
 - gRPC: TF Serving's `tensorflow.serving.PredictionService/Predict` (input `image_bytes`, DT_STRING [N]; outputs
   `meteor_probability`, `label`, `class_id`) and `ModelService/GetModelStatus`.
 
@@ -40,6 +43,8 @@ try:
     from kserve.logging import logger as kserve_logger, trace_logger
 finally:
     sys.argv = _argv
+
+from fastapi import Request  # noqa: E402 — a KServe dependency; at module level so FastAPI resolves the annotation
 
 from meteor_tf.serving import client
 
@@ -183,6 +188,44 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _add_tf_serving_routes(app, model: MeteorModel) -> None:
+    """TF Serving's REST routes KServe lacks: predict on a named version, model metadata, a version's status (in
+    TF Serving's shape). A version other than the served one, or another model name, is 404 as in TF Serving."""
+    from fastapi.responses import JSONResponse
+
+    def missing(name: str, version: Optional[str] = None):
+        if name != model.name:
+            return JSONResponse({"error": f"no model {name!r}; this server has {model.name!r}"}, status_code=404)
+        if version is not None and version != str(model.version):
+            return JSONResponse({"error": f"model {name!r} has no version {version}; this server has version "
+                                          f"{model.version}"}, status_code=404)
+        return None
+
+    async def predict_version(name: str, version: str, request: Request):
+        answer = missing(name, version)
+        if answer is None:
+            try:
+                answer = await model.predict(await request.body())
+            except InvalidInput as e:
+                answer = JSONResponse({"error": str(e)}, status_code=400)
+        return answer
+
+    async def metadata(name: str, version: Optional[str] = None):
+        return missing(name, version) or {
+            "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
+            "metadata": {"signature_def": {"signature_def": model.backend.model.signature_defs()}}}
+
+    async def version_status(name: str, version: str):
+        return missing(name, version) or {"model_version_status": [
+            {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+
+    app.add_api_route("/v1/models/{name}/versions/{version}:predict", predict_version, methods=["POST"],
+                      response_model=None)
+    app.add_api_route("/v1/models/{name}/metadata", metadata, methods=["GET"], response_model=None)
+    app.add_api_route("/v1/models/{name}/versions/{version}/metadata", metadata, methods=["GET"], response_model=None)
+    app.add_api_route("/v1/models/{name}/versions/{version}", version_status, methods=["GET"], response_model=None)
+
+
 def _prediction_servicers(model: MeteorModel):
     """TF Serving's gRPC PredictionService (Predict) and ModelService (GetModelStatus) on the same model."""
     import grpc
@@ -284,6 +327,7 @@ class ModelServer(kserve.ModelServer):
         from kserve.model_server import app
 
         app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+        _add_tf_serving_routes(app, model)
         kserve_logger.addFilter(_OneLineClientErrors())
         trace_logger.setLevel(logging.WARNING)  # two timing lines per request; uvicorn's access line stays
         # kserve 0.21's own endpoints use FastAPI's deprecated ORJSONResponse: a warning per request, nothing to act on

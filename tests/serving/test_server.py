@@ -111,6 +111,32 @@ def test_predictions_over_rest_equal_the_exports_own(server, served, expected):
         expected["single"][2]
 
 
+def test_tf_serving_version_and_metadata_routes(server, served, expected):
+    version = Path(served["version_dir"]).name  # the newest version, the one served
+    body = {"instances": [{"b64": b64(b)} for b in served["images"]]}
+    url = f"{server['url']}/v1/models/meteor/versions/{version}:predict"
+    answer = requests.post(url, json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["predictions"]
+    np.testing.assert_array_equal(np.float32([r["meteor_probability"] for r in rows]), expected["meteor_probability"])
+    wrong = requests.post(f"{server['url']}/v1/models/meteor/versions/999:predict", json=body, timeout=60)
+    assert wrong.status_code == 404 and "no version 999" in wrong.json()["error"]
+    bad = requests.post(url, json={"instances": []}, timeout=60)
+    assert bad.status_code == 400 and "non-empty list" in bad.json()["error"]
+
+    meta = requests.get(f"{server['url']}/v1/models/meteor/metadata", timeout=60).json()
+    assert meta["model_spec"] == {"name": "meteor", "signature_name": "", "version": version}
+    default = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert default["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert default["inputs"]["image_bytes"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+    assert set(default["outputs"]) == {"meteor_probability", "label", "class_id"}
+    assert requests.get(f"{server['url']}/v1/models/other/metadata", timeout=60).status_code == 404
+
+    status = requests.get(f"{server['url']}/v1/models/meteor/versions/{version}", timeout=60).json()
+    parsed = client.parse_status(status, "meteor")
+    assert parsed.ready and parsed.version == int(version)
+
+
 def test_rest_client_reads_kserves_status_and_predicts(server, served, expected):
     rest = client.connect(server["url"])
     status = rest.status()
