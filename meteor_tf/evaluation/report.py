@@ -9,6 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from meteor_tf import faults
+
 from meteor_tf import CLASS_NAMES
 from meteor_tf.evaluation import metrics as m
 
@@ -115,6 +117,7 @@ def atomic_path(path):
     path = Path(path)
     partial = path.with_name("partial." + path.name)
     yield partial
+    faults.point("report_write")
     partial.replace(path)
 
 

@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from meteor_tf import CLASS_NAMES, METEOR, __version__
+from meteor_tf import CLASS_NAMES, METEOR, __version__, faults
 
 log = logging.getLogger("meteor_tf")
 
@@ -231,6 +231,7 @@ def export_savedmodel(model, base_dir: PathLike, name: str = "meteor", *, thresh
         _archive(model, image_size, float(threshold), explain).write_out(str(partial), verbose=False)
         # ExportArchive has no public hook for extra asset files; TF Serving ships the whole version directory.
         (partial / "assets").mkdir(exist_ok=True)
+        faults.point("export_write")
         final_version = _rename_into_place(partial, model_dir, version, meta)
     finally:
         if partial.exists():

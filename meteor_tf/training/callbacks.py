@@ -15,6 +15,8 @@ import os
 from typing import List, NamedTuple, Optional, Sequence
 
 import keras
+
+from meteor_tf import faults
 import numpy as np
 
 from meteor_tf.training import schedules
@@ -312,8 +314,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.save_weights(partial_weights, overwrite=True)
         with open(partial_meta, "w") as f:
             f.write(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        faults.point("backup_write")
         os.replace(partial_weights, self._weights_path)
         os.replace(partial_meta, self._training_metadata_path)
+        faults.point("epoch_end")
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -333,4 +337,5 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         finally:
             self.filepath = final
         if os.path.exists(partial):
+            faults.point("checkpoint_write")
             os.replace(partial, final)
