@@ -33,16 +33,18 @@ flags.DEFINE_string("output", "results.csv", "CSV written: path, meteor_probabil
 flags.DEFINE_bool("overwrite", False, "Replace --output when it exists (otherwise the run refuses to start).",
                   flag_values=FLAGS)
 flags.DEFINE_float("threshold", None, "Meteor when meteor_probability >= this. Default: the model's recall-first "
-                   "threshold stored with it.", flag_values=FLAGS)
+                   "threshold stored with it.", lower_bound=0.0, upper_bound=1.0, flag_values=FLAGS)
 flags.DEFINE_string("sort", None, "Copy each capture into DIR/meteor/ or DIR/non_meteor/ as <name>_p-0.973.<ext> for "
                     "review; never overwrites.", flag_values=FLAGS)
 flags.DEFINE_bool("move", False, "With --sort: move the captures instead of copying them.", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 32, "Images per inference call (per request with --server).", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 32, "Images per inference call (per request with --server).", lower_bound=1,
+                     upper_bound=4096, flag_values=FLAGS)
 flags.DEFINE_string("explain", None, "Write a Grad-CAM overlay PNG per capture into this folder (a SavedModel --model "
                     "explains itself; with a .tflite model or --server, give --keras_model).", flag_values=FLAGS)
 flags.DEFINE_string("keras_model", None, "For --explain: RUN_DIR/final/model.keras, the run directory, or an "
                     "exported savedmodels/NAME dir.", flag_values=FLAGS)
-flags.DEFINE_float("timeout", 120.0, "Seconds to wait for a server's answer (--server only).", flag_values=FLAGS)
+flags.DEFINE_float("timeout", 120.0, "Seconds to wait for a server's answer (--server only).", lower_bound=0.001,
+                   flag_values=FLAGS)
 flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=FLAGS)
 
 

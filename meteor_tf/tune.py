@@ -60,13 +60,15 @@ flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"],
                   "Keras Tuner search: random search, Hyperband (successive halving over epoch budgets) or Bayesian "
                   "optimisation (Gaussian process).")
 flags.DEFINE_integer("max_trials", 10, "Trials to run (all kinds; with --tuner=hyperband a cap on its brackets, "
-                     "0 = no cap). Rerun with a larger value to extend a finished search.")
+                     "0 = no cap). Rerun with a larger value to extend a finished search.", lower_bound=0)
 flags.DEFINE_enum("objective", "f1", ["f1", "accuracy", "auc", "recall_at_precision"],
                   "What a trial maximises on the tuning split (meteor class, threshold 0.5): F1, accuracy, AUC, or "
                   "the meteor recall reachable at --objective_precision.")
-flags.DEFINE_float("objective_precision", 0.95, "Meteor precision the recall_at_precision objective must keep.")
+flags.DEFINE_float("objective_precision", 0.95, "Meteor precision the recall_at_precision objective must keep.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("tune_folds", 1, "1: score a trial on one grouped, stratified --val_fraction split of the "
-                     "training data; k > 1: by the mean over k folds of it (k times the training).")
+                     "training data; k > 1: by the mean over k folds of it (k times the training).",
+                     lower_bound=1, upper_bound=100)
 flags.DEFINE_string("tuner_dir", os.path.join("runs", "tuning"), "Directory of the search (Keras Tuner project, "
                     "trials, reports). Rerunning with the same directory resumes.")
 flags.DEFINE_boolean("overwrite", False, "Delete --tuner_dir's search and start over (default: resume it).")
@@ -76,11 +78,13 @@ flags.DEFINE_multi_string("search_space", [],
                           "it. Names: depth, pretrain, head_layers, head_units, head_dropout, lr_head, lr_fine_tune, "
                           "frozen_convs, augment, image_size, sgdr_t_mul.")
 flags.DEFINE_integer("hyperband_max_epochs", 0, "Hyperband's largest epoch budget (0: the larger of --head_epochs "
-                     "and --fine_tune_epochs). A budget E trains each phase ceil(E / max × its epochs flag) epochs.")
-flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor (>= 2).")
-flags.DEFINE_integer("hyperband_iterations", 1, "Hyperband iterations (full sweeps over its brackets).")
+                     "and --fine_tune_epochs). A budget E trains each phase ceil(E / max × its epochs flag) epochs.",
+                     lower_bound=0)
+flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor (>= 2).", lower_bound=2)
+flags.DEFINE_integer("hyperband_iterations", 1, "Hyperband iterations (full sweeps over its brackets).",
+                     lower_bound=1)
 flags.DEFINE_integer("bayesian_initial_points", 0, "Random trials before the Gaussian process takes over (0: Keras "
-                     "Tuner's default, 3 per searched hyperparameter).")
+                     "Tuner's default, 3 per searched hyperparameter).", lower_bound=0)
 flags.DEFINE_boolean("keep_trial_weights", False, "Keep each scored trial's weight files (default: deleted once the "
                      "trial is scored; the best configuration is retrained by meteor_tf.main).")
 

@@ -56,3 +56,22 @@ def test_main_refuses_them_with_one_line_and_exit_2(tmp_path, flag):
                           env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3"))
     assert done.returncode == 2 and "out of range" in done.stderr and "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+@pytest.mark.parametrize("command, flag", [
+    ("meteor_tf.data.cli", "export --meteors=-1"), ("meteor_tf.data.cli", "baseline --folds=1"),
+    ("meteor_tf.data.cli", "contact_sheet --per_sub_label=0"), ("meteor_tf.data.cli", "export --seed=-3"),
+    ("meteor_tf.predict", "--batch_size=0"), ("meteor_tf.predict", "--threshold=2"), ("meteor_tf.predict", "--timeout=0"),
+    ("meteor_tf.evaluate", "--batch_size=0"), ("meteor_tf.evaluate", "--threshold=-0.1"),
+    ("meteor_tf.tune", "--hyperband_factor=1"), ("meteor_tf.tune", "--objective_precision=2"),
+    ("meteor_tf.tune", "--tune_folds=0"), ("meteor_tf.tune", "--max_trials=-1"),
+    ("meteor_tf.export", "--calibration_images=0"), ("meteor_tf.export", "--version=-1"),
+    ("meteor_tf.serve", "--port=70000"), ("meteor_tf.pretrain", "--epochs=0"),
+])
+def test_every_command_refuses_an_out_of_range_flag_with_one_line_and_exit_2(tmp_path, command, flag):
+    done = subprocess.run([sys.executable, "-m", command, *flag.split()], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag.split()[-1].split("=")[0] in lines[0], lines
+    assert not any(tmp_path.iterdir())  # refused before any work

@@ -12,6 +12,7 @@ Common flags: --tfds_data_dir, --meteors, --non_meteors, --seed, --small.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import app, flags
@@ -23,14 +24,18 @@ COMMANDS = ("build", "contact_sheet", "export", "baseline")
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("tfds_data_dir", None, "tfds data dir for the night_sky dataset (default: tfds's default)",
                     flag_values=FLAGS)
-flags.DEFINE_integer("meteors", 1000, "number of meteor captures", flag_values=FLAGS)
-flags.DEFINE_integer("non_meteors", 660, "number of non-meteor captures", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "dataset seed", flag_values=FLAGS)
+flags.DEFINE_integer("meteors", 1000, "number of meteor captures", lower_bound=0, upper_bound=10**6,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("non_meteors", 660, "number of non-meteor captures", lower_bound=0, upper_bound=10**6,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "dataset seed", lower_bound=0, upper_bound=2**31 - 1, flag_values=FLAGS)
 flags.DEFINE_boolean("small", False, "4x smaller images (quick tests)", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "output: PNG file (contact_sheet) or folder (export)", flag_values=FLAGS)
 flags.DEFINE_boolean("overwrite", False, "export, contact_sheet: replace existing files", flag_values=FLAGS)
-flags.DEFINE_integer("per_sub_label", 4, "contact_sheet: examples per sub-label", flag_values=FLAGS)
-flags.DEFINE_integer("folds", 10, "baseline: number of stratified group folds", flag_values=FLAGS)
+flags.DEFINE_integer("per_sub_label", 4, "contact_sheet: examples per sub-label", lower_bound=1, upper_bound=100,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("folds", 10, "baseline: number of stratified group folds", lower_bound=2,
+                     upper_bound=1000, flag_values=FLAGS)
 
 
 def main(argv) -> int:
@@ -82,7 +87,8 @@ def _parse(argv):
     try:
         rest = FLAGS(argv)
     except flags.Error as e:
-        raise SystemExit(f"{e}\n{__doc__}\nFlags:\n{FLAGS.main_module_help()}")
+        print(f"error: {e} (--help lists the flags)", file=sys.stderr)
+        raise SystemExit(2)
     if len(rest) > 1 and rest[1] in ("help", "--help", "-h"):
         print(__doc__)
         print(FLAGS.main_module_help())
