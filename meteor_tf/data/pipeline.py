@@ -8,18 +8,24 @@ from meteor_tf.data.augment import build_augmentation
 
 
 def make_dataset(images, labels, batch_size: int, training: bool, augment: str = "none", seed: int = 0,
-                 cache: bool = True) -> tf.data.Dataset:
+                 cache: bool = True, first_epoch: int = 0) -> tf.data.Dataset:
     """Batches of (images (B, S, S, 1) float32, labels (B,) int32).
 
     Training: full shuffle (seeded, a new order each epoch) and, with `augment`, the augmentation layers per
     batch. Evaluation: the arrays' order, no augmentation. The same seed gives the same batches run after run
-    (`options.deterministic`, seeded shuffle, seeded layers).
+    (`options.deterministic`, seeded shuffle, seeded layers). `first_epoch=k` (a phase resumed after k finished
+    epochs): the next pass gets the order epoch k had in an uninterrupted run, not epoch 0's.
     """
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if cache:
         ds = ds.cache()
     if training:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        # tf.data cannot start its reshuffling at epoch k: each pass draws the next order from the shuffle's seed
+        # generator, so make the k passes the killed process made (one batch each, no model; milliseconds).
+        for _ in range(first_epoch):
+            for _ in ds.batch(max(len(labels), 1)):
+                pass
     ds = ds.batch(batch_size)
     layers = build_augmentation(augment, seed=seed) if training else None
     if layers is not None:

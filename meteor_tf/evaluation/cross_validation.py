@@ -210,7 +210,7 @@ def _phase_callbacks(run_dir: Path, phase_dir: Path, phase: str, best_path: Path
                                     update_freq="epoch"),
         ckpt,
         # after the log and checkpoint, so a kill between them repeats an epoch rather than losing one
-        AtomicBackupAndRestore(str(phase_dir / f"backup_{phase}"), save_freq="epoch", delete_checkpoint=True),
+        AtomicBackupAndRestore(str(backup_dir(phase_dir, phase)), save_freq="epoch", delete_checkpoint=True),
     ]
 
 
@@ -237,6 +237,11 @@ def _phase_lr_choice(config: ExperimentConfig, phase: str, train_model, train_ds
     return lr
 
 
+def backup_dir(phase_dir: Path, phase: str) -> Path:
+    """Where a phase's per-epoch backup (kill-safe resume) lives."""
+    return phase_dir / f"backup_{phase}"
+
+
 def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, phase_dir: Path,
               epochs: int, batch_size: int, run_dir: Path, compiled: bool = False) -> dict:
     """Trains `train_model` (the classifier, or its head on cached features) for one phase, picks the epoch with
@@ -247,9 +252,18 @@ def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, ph
     from meteor_tf.training.phases import train_phase
 
     (x_fit, y_fit), (x_val, y_val), augment = data
-    train_ds = make_dataset(x_fit, y_fit, batch_size, training=True, augment=augment, seed=config.seed)
+    from meteor_tf.training.callbacks import backed_up_epochs
+    from meteor_tf.training.phases import advance_seed_generators
+
+    # A phase resumed mid-way continues with the data order and dropout draws it would have had (its backup holds
+    # the epochs done; augmentation layers outside the model still restart their draws).
+    done_epochs = backed_up_epochs(backup_dir(phase_dir, phase))
+    train_ds = make_dataset(x_fit, y_fit, batch_size, training=True, augment=augment, seed=config.seed,
+                            first_epoch=done_epochs)
     val_ds = make_dataset(x_val, y_val, batch_size, training=False)
     steps = int(np.ceil(len(x_fit) / batch_size))
+    if done_epochs:
+        advance_seed_generators(train_model, done_epochs * steps)
     log_path = phase_dir / f"{phase}_log.csv"
     best_path = phase_dir / f"best_{phase}.weights.h5"
     previous = _read_csv_log(log_path)

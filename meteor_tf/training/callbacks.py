@@ -300,6 +300,16 @@ class SGDR(keras.callbacks.Callback):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def backed_up_epochs(backup_dir) -> int:
+    """Epochs a phase's backup (``AtomicBackupAndRestore``) holds as done: where ``BackupAndRestore`` resumes
+    (Keras reads ``training_metadata.json`` when ``latest.weights.h5`` is there); 0 without a backup."""
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    if not (os.path.exists(meta) and os.path.exists(os.path.join(backup_dir, "latest.weights.h5"))):
+        return 0
+    with open(meta) as f:
+        return int(json.load(f).get("epoch", 0))
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``keras.callbacks.BackupAndRestore`` whose backup is written to temporary names and renamed into place.
 

@@ -53,6 +53,18 @@ def seed_phase(model: keras.Model, seed: int, phase: str) -> int:
     return phase_seed
 
 
+def advance_seed_generators(model: keras.Model, steps: int) -> None:
+    """Move every ``SeedGenerator`` in ``model`` on by ``steps`` draws, as ``steps`` training steps would (each
+    Dropout draws once a step). A phase resumed after k epochs calls it with k × steps per epoch: the generators'
+    state is not in the weights a backup restores, so the resumed epochs would otherwise reuse the first epochs'
+    dropout masks."""
+    import numpy as np
+
+    for v in model.variables:
+        if v.path.endswith("seed_generator_state"):
+            v.assign(v + np.array([0, int(steps)], dtype=keras.backend.standardize_dtype(v.dtype)))
+
+
 def make_optimizer(lr: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
     """Adam with a float LR (so SGDR and the LR range test can set it), or AdamW (decoupled weight decay, what
     the paper's authors used) when ``weight_decay > 0``."""

@@ -48,3 +48,29 @@ def test_training_augmentation_is_seeded_and_keeps_labels_paired():
     xs, ys = np.concatenate([x for x, _ in a]), np.concatenate([y for _, y in a])
     assert not np.allclose(xs, images[ys])  # changed by the augmentation
     assert sorted(ys) == list(range(6))
+
+
+def test_a_dataset_started_at_epoch_k_gives_epoch_ks_order():
+    # a phase resumed after k finished epochs used to see epoch 0's order again, so its results differed from an
+    # uninterrupted run's
+    images = np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1)
+    labels = np.arange(20, dtype=np.int32)
+
+    def passes(ds, n):
+        return [np.concatenate([y.numpy() for _, y in ds]) for _ in range(n)]
+
+    uninterrupted = passes(make_dataset(images, labels, 8, training=True, seed=5), 4)
+    resumed = passes(make_dataset(images, labels, 8, training=True, seed=5, first_epoch=2), 2)
+    assert not np.array_equal(uninterrupted[0], uninterrupted[2])
+    np.testing.assert_array_equal(resumed[0], uninterrupted[2])
+    np.testing.assert_array_equal(resumed[1], uninterrupted[3])
+
+
+def test_backed_up_epochs_reads_what_backup_and_restore_resumes_from(tmp_path):
+    from meteor_tf.training.callbacks import backed_up_epochs
+
+    assert backed_up_epochs(tmp_path / "none") == 0
+    (tmp_path / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    assert backed_up_epochs(tmp_path) == 0  # no weights: Keras starts over
+    (tmp_path / "latest.weights.h5").write_bytes(b"")
+    assert backed_up_epochs(tmp_path) == 3

@@ -117,15 +117,10 @@ def test_a_kill_at_a_write_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_
     _kill_and_rerun(setup, tmp_path, kill_at)
 
 
-MID_PHASE = pytest.mark.xfail(strict=True, reason=(
-    "known defect (issue 15): a resume in the middle of a phase restarts the training data's shuffle at epoch 0's "
-    "order, so the remaining epochs differ from an uninterrupted run (fold_0 fine-tune probabilities by up to 0.03)"))
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("kill_at", ["backup_write@1", "epoch_end@1", "checkpoint_write@1", "export_write",
                                      "report_write@1", "report_write@12",
-                                     pytest.param("epoch_end@2", marks=MID_PHASE)])
+                                     "epoch_end@2"])
 def test_more_kill_points_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_path, kill_at):
     _kill_and_rerun(setup, tmp_path, kill_at)
