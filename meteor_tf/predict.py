@@ -33,7 +33,7 @@ flags.DEFINE_string("output", "results.csv", "CSV written: path, meteor_probabil
 flags.DEFINE_bool("overwrite", False, "Replace --output when it exists (otherwise the run refuses to start).",
                   flag_values=FLAGS)
 flags.DEFINE_float("threshold", None, "Meteor when meteor_probability >= this. Default: the model's recall-first "
-                   "threshold stored with it.", lower_bound=0.0, upper_bound=1.0, flag_values=FLAGS)
+                   "threshold stored with it.", flag_values=FLAGS)  # range checked in main (its message)
 flags.DEFINE_string("sort", None, "Copy each capture into DIR/meteor/ or DIR/non_meteor/ as <name>_p-0.973.<ext> for "
                     "review; never overwrites.", flag_values=FLAGS)
 flags.DEFINE_bool("move", False, "With --sort: move the captures instead of copying them.", flag_values=FLAGS)
@@ -59,6 +59,8 @@ def main(argv) -> int:
 
 
 def _predict() -> int:
+    if FLAGS.threshold is not None and not 0.0 <= FLAGS.threshold <= 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1, got {FLAGS.threshold}")
     if not FLAGS.input:
         raise ValueError("--input is required: the folder of captures to classify")
     if (FLAGS.model is None) == (FLAGS.server is None):
@@ -66,8 +68,6 @@ def _predict() -> int:
                          "exactly one")
     if FLAGS.move and not FLAGS.sort:
         raise ValueError("--move needs --sort=DIR (it moves captures into the review folders)")
-    if FLAGS.threshold is not None and not 0.0 <= FLAGS.threshold <= 1.0:
-        raise ValueError(f"--threshold must be between 0 and 1, got {FLAGS.threshold}")
     from meteor_tf.serving import client
     from meteor_tf.serving import predict as folder_predict
 

@@ -67,8 +67,7 @@ flags.DEFINE_enum("objective", "f1", ["f1", "accuracy", "auc", "recall_at_precis
 flags.DEFINE_float("objective_precision", 0.95, "Meteor precision the recall_at_precision objective must keep.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("tune_folds", 1, "1: score a trial on one grouped, stratified --val_fraction split of the "
-                     "training data; k > 1: by the mean over k folds of it (k times the training).",
-                     lower_bound=1, upper_bound=100)
+                     "training data; k > 1: by the mean over k folds of it (k times the training).")
 flags.DEFINE_string("tuner_dir", os.path.join("runs", "tuning"), "Directory of the search (Keras Tuner project, "
                     "trials, reports). Rerunning with the same directory resumes.")
 flags.DEFINE_boolean("overwrite", False, "Delete --tuner_dir's search and start over (default: resume it).")
