@@ -22,9 +22,9 @@ def make_dataset(images, labels, batch_size: int, training: bool, augment: str =
     if training:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
         # tf.data cannot start its reshuffling at epoch k: each pass draws the next order from the shuffle's seed
-        # generator, so make the k passes the killed process made (one batch each, no model; milliseconds).
+        # generator, so make the k passes the killed process made (labels only, one batch each, no model).
         for _ in range(first_epoch):
-            for _ in ds.batch(max(len(labels), 1)):
+            for _ in ds.map(lambda x, y: y).batch(max(len(labels), 1)):
                 pass
     ds = ds.batch(batch_size)
     layers = build_augmentation(augment, seed=seed) if training else None

@@ -249,12 +249,10 @@ def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, ph
     model is already compiled for this phase (a `CachedHead`), keep its traced functions and reset nothing but
     the LR."""
     from meteor_tf.data.pipeline import make_dataset
-    from meteor_tf.training.phases import train_phase
+    from meteor_tf.training.callbacks import backed_up_epochs
+    from meteor_tf.training.phases import advance_seed_generators, train_phase
 
     (x_fit, y_fit), (x_val, y_val), augment = data
-    from meteor_tf.training.callbacks import backed_up_epochs
-    from meteor_tf.training.phases import advance_seed_generators
-
     # A phase resumed mid-way continues with the data order and dropout draws it would have had (its backup holds
     # the epochs done; augmentation layers outside the model still restart their draws).
     done_epochs = backed_up_epochs(backup_dir(phase_dir, phase))

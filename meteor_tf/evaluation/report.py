@@ -9,9 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from meteor_tf import faults
-
-from meteor_tf import CLASS_NAMES
+from meteor_tf import CLASS_NAMES, faults
 from meteor_tf.evaluation import metrics as m
 
 ROWS = (("head", "No fine tuning"), ("fine_tune", "With fine tuning"))

@@ -15,10 +15,9 @@ import os
 from typing import List, NamedTuple, Optional, Sequence
 
 import keras
-
-from meteor_tf import faults
 import numpy as np
 
+from meteor_tf import faults
 from meteor_tf.training import schedules
 
 

@@ -47,8 +47,7 @@ def seed_phase(model: keras.Model, seed: int, phase: str) -> int:
 
     phase_seed = int(seed) * 10 + PHASE_SEED_OFFSETS[phase]
     keras.utils.set_random_seed(phase_seed)
-    generators = [v for v in model.variables if v.path.endswith("seed_generator_state")]
-    for i, state in enumerate(generators):
+    for i, state in enumerate(_seed_generator_states(model)):
         state.assign(np.array([phase_seed * 1009 + i, 0], dtype=keras.backend.standardize_dtype(state.dtype)))
     return phase_seed
 
@@ -60,9 +59,13 @@ def advance_seed_generators(model: keras.Model, steps: int) -> None:
     dropout masks."""
     import numpy as np
 
-    for v in model.variables:
-        if v.path.endswith("seed_generator_state"):
-            v.assign(v + np.array([0, int(steps)], dtype=keras.backend.standardize_dtype(v.dtype)))
+    for state in _seed_generator_states(model):
+        state.assign(state + np.array([0, int(steps)], dtype=keras.backend.standardize_dtype(state.dtype)))
+
+
+def _seed_generator_states(model: keras.Model) -> list:
+    """The state variable of every ``SeedGenerator`` in ``model`` (dropout masks), in a fixed order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def make_optimizer(lr: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
