@@ -29,8 +29,25 @@ def make_dataset(images, labels, batch_size: int, training: bool, augment: str =
     ds = ds.batch(batch_size)
     layers = build_augmentation(augment, seed=seed) if training else None
     if layers is not None:
+        if first_epoch:  # the augmentation draws of the k epochs done, as for the shuffle order above
+            _advance_augmentation(layers, images, first_epoch * -(-len(labels) // batch_size))
         # Sequential map: the layers draw from a stateful seed generator, so parallel calls would race for it.
         ds = ds.map(lambda x, y: (layers(x, training=True), y))
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _advance_augmentation(layers, images, calls: int) -> None:
+    """Move the seed generators of the augmentation `layers` on by `calls` batches' worth of draws.
+
+    Keras's SeedGenerator draws in order (state += [0, 1] per draw), so one call on a tiny batch measures how far
+    a batch moves each generator, and the state is set to where `calls` batches would leave it. This builds the
+    layers eagerly too (the tf.data map then finds their variables made)."""
+    import numpy as np
+
+    states = [v for v in layers.variables if v.path.endswith("seed_generator_state")]
+    before = [np.asarray(v.numpy()) for v in states]
+    layers(tf.zeros((1, 4, 4) + tuple(np.shape(images)[3:]), tf.float32), training=True)
+    for state, start in zip(states, before):
+        state.assign(start + (np.asarray(state.numpy()) - start) * calls)

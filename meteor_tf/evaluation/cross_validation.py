@@ -253,8 +253,8 @@ def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, ph
     from meteor_tf.training.phases import advance_seed_generators, train_phase
 
     (x_fit, y_fit), (x_val, y_val), augment = data
-    # A phase resumed mid-way continues with the data order and dropout draws it would have had (its backup holds
-    # the epochs done; augmentation layers outside the model still restart their draws).
+    # A phase resumed mid-way continues with the data order, augmentation and dropout draws it would have had (its
+    # backup holds the epochs done).
     done_epochs = backed_up_epochs(backup_dir(phase_dir, phase))
     train_ds = make_dataset(x_fit, y_fit, batch_size, training=True, augment=augment, seed=config.seed,
                             first_epoch=done_epochs)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from meteor_tf.data.pipeline import make_dataset
 
@@ -64,6 +65,23 @@ def test_a_dataset_started_at_epoch_k_gives_epoch_ks_order():
     assert not np.array_equal(uninterrupted[0], uninterrupted[2])
     np.testing.assert_array_equal(resumed[0], uninterrupted[2])
     np.testing.assert_array_equal(resumed[1], uninterrupted[3])
+
+
+@pytest.mark.parametrize("augment", ["on_side", "complete"])
+def test_an_augmented_dataset_started_at_epoch_k_gives_epoch_ks_images(augment):
+    # the augmentation layers' seed generators restarted at their seed on resume, so a phase resumed after k
+    # epochs saw epoch 0's rotations and flips again
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (12, 16, 16, 1)).astype(np.float32)
+    labels = np.arange(12, dtype=np.int32)
+
+    def passes(ds, n):
+        return [np.concatenate([x.numpy() for x, _ in ds]) for _ in range(n)]
+
+    uninterrupted = passes(make_dataset(images, labels, 5, training=True, augment=augment, seed=3), 3)
+    resumed = passes(make_dataset(images, labels, 5, training=True, augment=augment, seed=3, first_epoch=2), 1)
+    np.testing.assert_array_equal(resumed[0], uninterrupted[2])
+    assert not np.allclose(uninterrupted[1], uninterrupted[2])
 
 
 def test_backed_up_epochs_reads_what_backup_and_restore_resumes_from(tmp_path):

@@ -34,12 +34,12 @@ def setup(tmp_path_factory):
     return {"data": data, "weights": weights, "reference": reference}
 
 
-def _run(where: Path, data, weights, kill_at: str = "") -> subprocess.CompletedProcess:
+def _run(where: Path, data, weights, kill_at: str = "", extra=()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "meteor_tf.main", f"--data={data}", "--depth=18", "--pretrain=fashion_mnist",
            f"--weights={weights}", "--image_size=32", "--folds=2", "--head_epochs=1", "--fine_tune_epochs=2",
            "--batch_size=4", "--head_units=8", "--head_dropout=0.1", "--val_fraction=0.25", "--nocache_features",
            "--retrain_final", "--export", f"--export_dir={where / 'savedmodels'}",
-           f"--output_dir={where / 'runs'}", "--run_id=faults"]
+           f"--output_dir={where / 'runs'}", "--run_id=faults", *extra]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     env.pop("METEOR_TF_KILL_AT", None)
     if kill_at:
@@ -99,13 +99,13 @@ def _assert_same_results(got: Path, want: Path) -> None:
     assert not list((got / "savedmodels" / "meteor").glob(".partial-export-*"))
 
 
-def _kill_and_rerun(setup, tmp_path, kill_at: str) -> None:
-    killed = _run(tmp_path, setup["data"], setup["weights"], kill_at)
+def _kill_and_rerun(setup, tmp_path, kill_at: str, reference=None, extra=()) -> None:
+    killed = _run(tmp_path, setup["data"], setup["weights"], kill_at, extra)
     assert killed.returncode == -9, f"{kill_at} was never reached:\n{killed.stdout[-2000:]}{killed.stderr[-2000:]}"
     _assert_nothing_truncated(tmp_path / "runs" / "faults", tmp_path / "savedmodels")
-    done = _run(tmp_path, setup["data"], setup["weights"])
+    done = _run(tmp_path, setup["data"], setup["weights"], extra=extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    _assert_same_results(tmp_path, setup["reference"])
+    _assert_same_results(tmp_path, reference or setup["reference"])
 
 
 # The CI variant: one point (a report/state file mid-run, ~3 min); the rest are slow-marked.
@@ -119,6 +119,17 @@ def test_a_kill_at_a_write_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("kill_at", ["backup_write@1", "epoch_end@1", "checkpoint_write@1", "export_write",
                                      "report_write@1", "report_write@12",
-                                     "epoch_end@2"])
+                                     "epoch_end@2", "epoch_end@8"])
 def test_more_kill_points_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_path, kill_at):
     _kill_and_rerun(setup, tmp_path, kill_at)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_kill_inside_an_augmented_phase_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_path):
+    # the augmentation layers run in tf.data, outside the model: a resumed phase restarted their draws
+    extra = ("--augment=complete",)
+    reference = tmp_path / "reference"
+    done = _run(reference, setup["data"], setup["weights"], extra=extra)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _kill_and_rerun(setup, tmp_path / "killed", "epoch_end@2", reference=reference, extra=extra)
