@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from meteor_tf.data.night_sky import render
 
-VERSION = tfds.core.Version("2.0.0")
+VERSION = tfds.core.Version("3.0.0")
 DEFAULT_METEORS = 1000
 DEFAULT_NON_METEORS = 660
 DEFAULT_SEED = 0
@@ -67,6 +67,11 @@ class NightSky(tfds.core.GeneratorBasedBuilder):
                  " keep a uniform brightness (no light curve), star-wide and long; every airplane shows strobes"
                  " brighter than its steady lights, or two blinking wing-tip lines. Same counts, seed rule and"
                  " interface.",
+        "3.0.0": "Capture size and compression independent of the label (on 2.0.0 a logistic regression on width,"
+                 " height and aspect ratio alone reached AUC 0.80 on seed 1, as high as the ResNet): GMN crops and"
+                 " cut-outs are windows of a log-uniform side (128-640 / 128-384 px, capped by the frame) placed"
+                 " around the event, no longer sized to its extent; each capture's JPEG quality is drawn in 70-95"
+                 " from its own stream (was 85 for all). Same counts, seed rule, sub-labels and interface.",
     }
     BUILDER_CONFIGS = [NightSkyConfig.make()]
 

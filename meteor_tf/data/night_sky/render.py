@@ -949,15 +949,32 @@ def _to_square(img: np.ndarray, size: int) -> np.ndarray:
     return sq
 
 
+def _window_side(rng, lo: int, hi: int) -> int:
+    """A crop's side in scene pixels, log-uniform in [lo, hi]: drawn without looking at the event, so a crop's size
+    says nothing about its label (3.0.0; sized to the event, crops let image size alone reach AUC 0.80)."""
+    hi = max(lo, hi)
+    return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+
+
+def _window(scene: Scene, box, side: int) -> Tuple[int, int]:
+    """Top-left corner of a side×side window around the event's box (jittered), or anywhere in the sky without one."""
+    rng, s = scene.rng, scene
+    if box is None:
+        cx, cy = s.random_point_in_sky()
+    else:
+        cy = (box[0] + box[1]) / 2 + rng.uniform(-0.2, 0.2) * side
+        cx = (box[2] + box[3]) / 2 + rng.uniform(-0.2, 0.2) * side
+    y0 = int(np.clip(cy - side / 2, 0, s.h - side))
+    x0 = int(np.clip(cx - side / 2, 0, s.w - side))
+    return y0, x0
+
+
 def _gmn_crop(scene: Scene, moving: np.ndarray, sizes: SizeProfile) -> np.ndarray:
     rng, s = scene.rng, scene
     box = _event_box(moving, rel=0.12, abs_min=0.8 * s.noise)
-    if box is None:
-        side = int(rng.uniform(sizes.crop_min, min(s.h, 2 * sizes.crop_min)))
-        y0, x0 = int(rng.uniform(0, s.h - side + 1)), int(rng.uniform(0, s.w - side + 1))
-        box = (y0, y0 + side, x0, x0 + side)
-    m = int(rng.uniform(6, 40) * s.scale) + 2
-    y0, y1, x0, x1 = max(0, box[0] - m), min(s.h, box[1] + m), max(0, box[2] - m), min(s.w, box[3] + m)
+    side = _window_side(rng, sizes.crop_min, min(s.h, s.w, sizes.crop_max))
+    y0, x0 = _window(s, box, side)
+    y1, x1 = y0 + side, x0 + side
     sub = moving[y0:y1, x0:x1]
     # max-minus-average of noise: a positive pedestal with reduced noise; stars leave a scintillation residue
     ped = s.noise * rng.uniform(1.5, 3.0)
@@ -966,25 +983,14 @@ def _gmn_crop(scene: Scene, moving: np.ndarray, sizes: SizeProfile) -> np.ndarra
     hi = float(np.percentile(res, 99.9))
     gain = float(np.clip(rng.uniform(150, 255) / max(hi, 1.0), 0.8, 4.0))
     crop = np.clip(np.round(res * gain), 0, 255).astype(np.uint8)
-    side = max(crop.shape)
     size = int(np.clip(side * rng.uniform(0.8, 1.25), sizes.crop_min, sizes.crop_max))
     return _to_square(crop, size)
 
 
 def _cutout(scene: Scene, frame: np.ndarray, visible: np.ndarray, sizes: SizeProfile) -> np.ndarray:
-    rng, s = scene.rng, scene
-    box = _event_box(visible, rel=0.15, abs_min=0.5 * s.noise)
-    hi = min(s.h, s.w, sizes.cutout_max)
-    if box is None:
-        side = int(rng.uniform(sizes.crop_min, hi + 1))
-        cy, cx = s.random_point_in_sky()[::-1]
-    else:
-        ext = max(box[1] - box[0], box[3] - box[2])
-        side = int(np.clip(ext * rng.uniform(0.6, 1.8), sizes.crop_min, hi))
-        cy = (box[0] + box[1]) / 2 + rng.uniform(-0.2, 0.2) * side
-        cx = (box[2] + box[3]) / 2 + rng.uniform(-0.2, 0.2) * side
-    y0 = int(np.clip(cy - side / 2, 0, s.h - side))
-    x0 = int(np.clip(cx - side / 2, 0, s.w - side))
+    box = _event_box(visible, rel=0.15, abs_min=0.5 * scene.noise)
+    side = _window_side(scene.rng, sizes.crop_min, min(scene.h, scene.w, sizes.cutout_max))
+    y0, x0 = _window(scene, box, side)
     return np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side])
 
 
@@ -1027,10 +1033,20 @@ def render_example(sub_label: str, kind: str = "frame", seed: int = 0, small: bo
 
 
 def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """Grayscale JPEG at a fixed quality (deterministic bytes)."""
+    """Grayscale JPEG at `quality` (deterministic bytes)."""
     buf = io.BytesIO()
     Image.fromarray(np.asarray(img, np.uint8), mode=None).save(buf, format="JPEG", quality=quality, optimize=False)
     return buf.getvalue()
+
+
+JPEG_QUALITIES = (70, 95)  # inclusive range of the qualities drawn per capture (see jpeg_quality)
+
+
+def jpeg_quality(seed: int, index: int) -> int:
+    """The JPEG quality of capture `index`: drawn from its own stream, never from the scene's, so it is independent
+    of the label (3.0.0; 2.0.0 wrote every capture at 85)."""
+    lo, hi = JPEG_QUALITIES
+    return int(np.random.default_rng([int(seed), int(index), 0x4A504547]).integers(lo, hi + 1))
 
 
 def example_id(index: int) -> str:
@@ -1046,7 +1062,7 @@ def generate_examples(meteors: int = 1000, non_meteors: int = 660, seed: int = 0
         for idx, kind, img in zip(plan.example_indices, plan.kinds, images):
             eid = example_id(idx)
             yield eid, {
-                "image": encode_jpeg(img),
+                "image": encode_jpeg(img, jpeg_quality(seed, idx)),
                 "label": plan.label,
                 "sub_label": plan.sub_label,
                 "scene_id": plan.scene_id,
