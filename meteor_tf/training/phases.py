@@ -149,9 +149,15 @@ def train_phase(model: keras.Model, train_ds, val_ds, epochs: int, lr: float,
     sgdr = SGDR(lr_used, steps_per_epoch, first_cycle_epochs=first_cycle_epochs, t_mul=t_mul, m_mul=m_mul,
                 min_lr=min_lr)
     all_callbacks = [sgdr, keras.callbacks.TerminateOnNaN(), *callbacks]
-    history = model.fit(train_ds.repeat(), validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                        callbacks=all_callbacks, verbose=verbose, shuffle=False)
+    # Keras's BackupAndRestore resumes by setting model._initial_epoch, which fit() then never clears: the next
+    # phase trained on the same model (fine-tuning after a resumed head phase) silently skipped its first epochs.
+    model._initial_epoch = None
+    try:
+        history = model.fit(train_ds.repeat(), validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                            callbacks=all_callbacks, verbose=verbose, shuffle=False)
+    finally:
+        model._initial_epoch = None
     return history, lr_used
 
 

@@ -131,3 +131,20 @@ def test_a_saved_model_with_the_meteor_auc_metric_loads_without_custom_objects(t
     loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(loaded.predict(np.ones((1, 4), "float32"), verbose=0),
                                model.predict(np.ones((1, 4), "float32"), verbose=0))
+
+
+def test_a_phase_after_a_resumed_phase_runs_all_its_epochs(tmp_path):
+    # BackupAndRestore resumes by setting model._initial_epoch and fit() never clears it: after a head phase
+    # resumed from a backup of its last epoch, fine-tuning on the same model started at that epoch (a kill at the
+    # end of the head phase made the rerun's fine-tuning one epoch short)
+    train, val = _datasets()
+    model = phases.compile_for_phase(_model(), 0.01)
+    backup = str(tmp_path / "backup")
+    phases.train_phase(model, train, val, epochs=1, lr=0.01,
+                       callbacks=[keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)])
+    resumed, _ = phases.train_phase(model, train, val, epochs=1, lr=0.01,
+                                    callbacks=[keras.callbacks.BackupAndRestore(backup)])
+    assert resumed.history.get("loss", []) == []  # the backup held the phase's one epoch: nothing left to do
+    phases.compile_for_phase(model, 0.01)
+    nxt, _ = phases.train_phase(model, train, val, epochs=3, lr=0.01)
+    assert len(nxt.history["loss"]) == 3
