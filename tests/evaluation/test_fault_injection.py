@@ -20,7 +20,7 @@ TIMING = re.compile(r"timings|seconds|wall|time|date|started|finished|duration|e
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def inputs(tmp_path_factory):
     from meteor_tf.models.classifier import build_classifier
     from meteor_tf.models.weights import save_backbone
 
@@ -28,10 +28,20 @@ def setup(tmp_path_factory):
     data = write_capture_folder(base / "captures", meteors=10, non_meteors=8, size=36)
     weights = base / "backbone.weights.h5"
     save_backbone(build_classifier(18, "torchvision", 32, "unit", (), (), 10).get_layer("backbone"), str(weights))
-    reference = base / "reference"
-    done = _run(reference, data, weights)
+    return {"data": data, "weights": weights, "base": base}
+
+
+def _reference(inputs, name: str, extra=()) -> Path:
+    reference = inputs["base"] / name
+    done = _run(reference, inputs["data"], inputs["weights"], extra=extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"data": data, "weights": weights, "reference": reference}
+    return reference
+
+
+@pytest.fixture(scope="module")
+def setup(inputs):
+    """The whole run (2 folds, final model, export) uninterrupted: what the slow kill points must end as."""
+    return dict(inputs, reference=_reference(inputs, "reference"))
 
 
 def _run(where: Path, data, weights, kill_at: str = "", extra=()) -> subprocess.CompletedProcess:
@@ -94,6 +104,9 @@ def _assert_same_results(got: Path, want: Path) -> None:
         mine = (g / metrics.relative_to(w)).read_text().replace(str(got), str(want))  # the runs' own paths differ
         assert _untimed(json.loads(mine)) == _untimed(json.loads(metrics.read_text())), metrics.relative_to(w)
     assert _summary(g / "summary.md") == _summary(w / "summary.md")
+    if not (want / "savedmodels").exists():  # a run without --export
+        assert not (got / "savedmodels").exists()
+        return
     versions = sorted(p.name for p in (got / "savedmodels" / "meteor").iterdir() if p.name.isdigit())
     assert versions == ["1"], versions  # one export, never a second or a half one
     assert not list((got / "savedmodels" / "meteor").glob(".partial-export-*"))
@@ -108,16 +121,20 @@ def _kill_and_rerun(setup, tmp_path, kill_at: str, reference=None, extra=()) -> 
     _assert_same_results(tmp_path, reference or setup["reference"])
 
 
-# The CI variant: one point (a report/state file mid-run, ~3 min); the rest are slow-marked.
+# The CI variant: one point, on a smaller run (one hold-out fold, no final model, no export: three runs in ~2 min
+# instead of ~5); the whole run's points are slow-marked.
+CI_FLAGS = ("--folds=1", "--noretrain_final", "--noexport")
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("kill_at", ["report_write@5"])
-def test_a_kill_at_a_write_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_path, kill_at):
-    _kill_and_rerun(setup, tmp_path, kill_at)
+def test_a_kill_mid_report_then_a_rerun_ends_as_an_uninterrupted_run(inputs, tmp_path):
+    reference = _reference(inputs, "reference_ci", CI_FLAGS)
+    _kill_and_rerun(inputs, tmp_path, "report_write@3", reference=reference, extra=CI_FLAGS)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("kill_at", ["backup_write@1", "epoch_end@1", "checkpoint_write@1", "export_write",
+@pytest.mark.parametrize("kill_at", ["report_write@5", "backup_write@1", "epoch_end@1", "checkpoint_write@1", "export_write",
                                      "report_write@1", "report_write@12",
                                      "epoch_end@2", "epoch_end@8"])
 def test_more_kill_points_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_path, kill_at):
@@ -126,10 +143,8 @@ def test_more_kill_points_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_a_kill_inside_an_augmented_phase_then_a_rerun_ends_as_an_uninterrupted_run(setup, tmp_path):
+def test_a_kill_inside_an_augmented_phase_then_a_rerun_ends_as_an_uninterrupted_run(inputs, tmp_path):
     # the augmentation layers run in tf.data, outside the model: a resumed phase restarted their draws
     extra = ("--augment=complete",)
-    reference = tmp_path / "reference"
-    done = _run(reference, setup["data"], setup["weights"], extra=extra)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    _kill_and_rerun(setup, tmp_path / "killed", "epoch_end@2", reference=reference, extra=extra)
+    reference = _reference(inputs, "reference_augmented", extra)
+    _kill_and_rerun(inputs, tmp_path, "epoch_end@2", reference=reference, extra=extra)
