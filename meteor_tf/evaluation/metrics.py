@@ -55,17 +55,26 @@ def recall_first_threshold(labels, meteor_probability, target_recall: float = 0.
 
 
 def mean_std(per_fold: Iterable[Dict[str, float]], names=METRIC_NAMES) -> Dict[str, Dict[str, float]]:
-    """Mean and (population, as the paper's ±) standard deviation of each metric over folds."""
+    """Mean and (population, as the paper's ±) standard deviation of each metric over folds.
+
+    A metric undefined in some fold (NaN, e.g. the AUC of a test fold holding one class) is never averaged away:
+    its mean and std are NaN and ``undefined`` counts the folds where it was (the report then says so)."""
     rows: List[Dict[str, float]] = list(per_fold)
     out = {}
     for name in names:
         values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
-        out[name] = {"mean": float(np.nanmean(values)) if len(values) else float("nan"),
-                     "std": float(np.nanstd(values)) if len(values) else float("nan")}
+        undefined = int(np.isnan(values).sum())
+        out[name] = {"mean": float(np.mean(values)) if len(values) and not undefined else float("nan"),
+                     "std": float(np.std(values)) if len(values) and not undefined else float("nan")}
+        if undefined:
+            out[name]["undefined"] = undefined
+            out[name]["folds"] = int(len(values))
     return out
 
 
 def format_mean_std(stats: Dict[str, float], percent: bool = True) -> str:
+    if stats.get("undefined"):
+        return f"undefined in {stats['undefined']} of {stats['folds']} folds"
     if percent:
         return f"{100 * stats['mean']:.0f}±{100 * stats['std']:.0f}%"
     return f"{stats['mean']:.2f}±{stats['std']:.2f}"

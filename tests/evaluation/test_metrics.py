@@ -48,3 +48,11 @@ def test_mean_std_and_format():
 def test_confusion_rows_are_true_classes():
     cm = m.confusion(np.array([0, 0, 1]), np.array([0.9, 0.1, 0.2]))
     assert cm.tolist() == [[1, 1], [0, 1]]
+
+
+def test_a_metric_undefined_in_a_fold_is_never_averaged_away():
+    # nanmean reported the AUC over the folds where it existed as if over all of them, silently
+    stats = m.mean_std([{"auc": 0.9}, {"auc": float("nan")}, {"auc": 0.7}], names=("auc",))
+    assert np.isnan(stats["auc"]["mean"]) and np.isnan(stats["auc"]["std"])
+    assert m.format_mean_std(stats["auc"], percent=False) == "undefined in 1 of 3 folds"
+    assert m.format_mean_std(m.mean_std([{"auc": 0.9}, {"auc": 0.7}], names=("auc",))["auc"], percent=False) == "0.80±0.10"
