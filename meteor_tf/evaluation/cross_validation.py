@@ -32,7 +32,7 @@ from meteor_tf.config import ExperimentConfig
 from meteor_tf.data import DataError
 from meteor_tf.evaluation import metrics as m
 from meteor_tf.evaluation import report
-from meteor_tf.evaluation.provenance import provenance
+from meteor_tf.evaluation.provenance import provenance, threads
 
 log = logging.getLogger("meteor_tf")
 
@@ -412,6 +412,18 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
         raise
 
 
+def check_threads(run_dir: Path) -> bool:
+    """A resumed run: warn when this process's thread settings differ from those the run started with (they change
+    the float reduction order, so folds trained now may differ in the last digits). Returns whether they match."""
+    started = json.loads((run_dir / "provenance.json").read_text()).get("threads")
+    now = threads()
+    if started is not None and started != now:
+        log.warning("this process runs with threads %s, the run started with %s: the folds trained now may differ "
+                    "from an uninterrupted run in the last digits", now, started)
+        return False
+    return True
+
+
 def _run_in(config: ExperimentConfig, run_dir: Path, strategy, batch_size: int, progress, t0: float) -> dict:
     from meteor_tf.data.dataset import load_examples
 
@@ -419,6 +431,8 @@ def _run_in(config: ExperimentConfig, run_dir: Path, strategy, batch_size: int, 
     progress(f"run directory: {run_dir}")
     if not (run_dir / "provenance.json").exists():
         report.write_json(run_dir / "provenance.json", provenance(config.seed))
+    else:
+        check_threads(run_dir)
     record = RunRecord(run_dir)
     # weights first: a missing ImageNet file stops the run at once, before data generation or loading
     backbone_path = initial_backbone_path(config, run_dir)

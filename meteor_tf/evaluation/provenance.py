@@ -41,6 +41,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def threads() -> dict:
+    """The thread settings that decide a run's float reduction order (and so its last digits): the cores this process
+    may use, TensorFlow's op parallelism (0 = its default, one per core) and the environment variables that set it."""
+    import os
+
+    import tensorflow as tf
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"usable_cores": usable,
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}}
+
+
 def provenance(seed: int) -> dict:
     import os
 
@@ -52,6 +66,7 @@ def provenance(seed: int) -> dict:
         "git_commit": _git_commit(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "threads": threads(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "platform": platform.platform(),
         "command": " ".join(sys.argv),

@@ -199,3 +199,14 @@ def test_a_run_stopped_by_its_data_leaves_no_run_folder(tmp_path):
     with pytest.raises(DataError, match="at least 3"):
         cv.run_experiment(config)
     assert not (tmp_path / "runs" / config.derived_run_id()).exists()
+
+
+def test_a_resume_with_other_thread_settings_is_reported(tmp_path, caplog):
+    from meteor_tf.evaluation.provenance import threads
+
+    (tmp_path / "provenance.json").write_text(json.dumps({"threads": threads()}))
+    assert cv.check_threads(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"threads": dict(threads(), usable_cores=64)}))
+    with caplog.at_level("WARNING", logger="meteor_tf"):
+        assert not cv.check_threads(tmp_path)
+    assert "the run started with" in caplog.text
