@@ -64,8 +64,9 @@ def mean_std(per_fold: Iterable[Dict[str, float]], names=METRIC_NAMES) -> Dict[s
     for name in names:
         values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
         undefined = int(np.isnan(values).sum())
-        out[name] = {"mean": float(np.mean(values)) if len(values) and not undefined else float("nan"),
-                     "std": float(np.std(values)) if len(values) and not undefined else float("nan")}
+        defined = len(values) > 0 and not undefined
+        out[name] = {"mean": float(np.mean(values)) if defined else float("nan"),
+                     "std": float(np.std(values)) if defined else float("nan")}
         if undefined:
             out[name]["undefined"] = undefined
             out[name]["folds"] = int(len(values))
