@@ -93,11 +93,14 @@ def build_head(feature_dim: int, head_units: Sequence[int] = (1024, 512),
     if len(head_units) != len(head_dropout):
         raise ValueError(f"head_units {tuple(head_units)} and head_dropout {tuple(head_dropout)} need the same length")
     features = keras.Input(shape=(feature_dim,), name="features")
-    x = layers.BatchNormalization(name="bn0")(features) if batch_norm else features
+    # fastai's BatchNorm1d keeps PyTorch's momentum 0.1; Keras's default 0.99 leaves the moving statistics at their
+    # initial 0/1 for hundreds of steps, so inference normalised pooled features ~15x too little (head-only = base rate).
+    norm = lambda name: layers.BatchNormalization(momentum=resnet.TORCH_BN_MOMENTUM, name=name)  # noqa: E731
+    x = norm("bn0")(features) if batch_norm else features
     for index, (units, rate) in enumerate(zip(head_units, head_dropout), start=1):
         x = layers.Dense(units, activation="relu", name=f"fc{index}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"bn{index}")(x)
+            x = norm(f"bn{index}")(x)
         x = layers.Dropout(rate, name=f"dropout{index}")(x)
     # float32 softmax keeps probabilities exact under mixed precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)

@@ -171,3 +171,19 @@ def test_the_paper_head_lr_diverges_without_the_fastai_batch_norms():
         first_epoch_loss[batch_norm] = head.fit(features, labels, epochs=1, batch_size=32, verbose=0).history["loss"][0]
     assert first_epoch_loss[False] > 20
     assert first_epoch_loss[True] < 10
+
+
+def test_head_batch_norm_statistics_catch_up_within_a_few_epochs():
+    """The head's BatchNorms keep fastai's (PyTorch's) momentum 0.1: after ~100 steps their moving statistics match
+    the features, so inference normalises as training did. With Keras's default 0.99 a third of the initial variance
+    1 was still there (pooled features have variance ~1e-3): at inference bn0 shrank the features ~10x and the
+    head-only model called every capture a meteor (tests/evaluation/test_learns.py shows the run-level effect)."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(0.05, 0.03, size=(1600, 512)).astype("float32")
+    labels = rng.integers(0, 2, 1600).astype("int32")
+    head = build_head(512)
+    head.compile(keras.optimizers.Adam(1e-6), "sparse_categorical_crossentropy")
+    head.fit(features, labels, epochs=1, batch_size=16, verbose=0)  # 100 steps
+    bn0 = head.get_layer("bn0")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn0.moving_mean), features.mean(0), atol=0.01)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn0.moving_variance), features.var(0), rtol=0.5)
