@@ -36,6 +36,28 @@ def write_capture_folder(root, meteors=12, non_meteors=10, seed=0, size=48):
     return root
 
 
+def write_streak_task(root, per_class: int, seed: int = 0, size: int = 48):
+    """`per_class` PNGs per class: noise and 8 stars; a meteor adds one straight streak of half to 0.9 the side
+    through the middle of the frame, in any direction."""
+    rng = np.random.default_rng(seed)
+    for cls in ("meteor", "non_meteor"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.normal(20, 4, (size, size))
+            for _ in range(8):
+                y, x = rng.integers(0, size, 2)
+                img[y, x] = rng.uniform(120, 240)
+            if cls == "meteor":
+                angle, length = rng.uniform(0, np.pi), rng.uniform(0.5, 0.9) * size
+                cy, cx = rng.uniform(0.35, 0.65, 2) * size
+                t = np.linspace(-0.5, 0.5, 3 * size)
+                ys = np.clip((cy + t * length * np.sin(angle)).astype(int), 0, size - 1)
+                xs = np.clip((cx + t * length * np.cos(angle)).astype(int), 0, size - 1)
+                img[ys, xs] = 220
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / cls / f"{cls}_{i:03d}.png")
+    return root
+
+
 @pytest.fixture()
 def capture_folder(tmp_path):
     return write_capture_folder(tmp_path / "captures")

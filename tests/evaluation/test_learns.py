@@ -3,33 +3,9 @@ on a starry sky against the same sky without one), the two-phase Fashion-MNIST r
 held-out folds. A broken loss, label order, preprocessing, freezing or weight loading fails here; the other runner
 tests check only files and plumbing."""
 
-import numpy as np
-from PIL import Image
-
 from meteor_tf.config import ExperimentConfig
 from meteor_tf.evaluation import cross_validation as cv
-
-
-def write_streak_task(root, per_class: int, seed: int = 0, size: int = 48):
-    """`per_class` PNGs per class: noise and 8 stars; a meteor adds one straight streak of half to 0.9 the side
-    through the middle of the frame, in any direction."""
-    rng = np.random.default_rng(seed)
-    for cls in ("meteor", "non_meteor"):
-        (root / cls).mkdir(parents=True)
-        for i in range(per_class):
-            img = rng.normal(20, 4, (size, size))
-            for _ in range(8):
-                y, x = rng.integers(0, size, 2)
-                img[y, x] = rng.uniform(120, 240)
-            if cls == "meteor":
-                angle, length = rng.uniform(0, np.pi), rng.uniform(0.5, 0.9) * size
-                cy, cx = rng.uniform(0.35, 0.65, 2) * size
-                t = np.linspace(-0.5, 0.5, 3 * size)
-                ys = np.clip((cy + t * length * np.sin(angle)).astype(int), 0, size - 1)
-                xs = np.clip((cx + t * length * np.cos(angle)).astype(int), 0, size - 1)
-                img[ys, xs] = 220
-            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / cls / f"{cls}_{i:03d}.png")
-    return root
+from tests.conftest import write_streak_task
 
 
 def test_the_two_phase_recipe_learns_a_separable_task(tmp_path):

@@ -1,10 +1,9 @@
-"""Serving fixtures: a finished run with a tiny random-weights ResNet-18 (32 px) and its export, made once per session
-through the real command (`python -m meteor_tf.export --run=... --tflite=float,dynamic,int8`), plus a toy classifier
+"""Serving fixtures: a finished run made by the real runner (a tiny ResNet-18, 32 px) and its export, made once per
+session through the real command (`python -m meteor_tf.export --run=... --tflite=float,dynamic,int8`), plus a toy classifier
 with the classifier's named parts whose meteor score is the brightness of the capture (fast to export, and its
 Grad-CAM is known in advance)."""
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import draw_capture, write_capture_folder
+from tests.conftest import draw_capture, write_streak_task
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
@@ -52,48 +51,27 @@ def capture_bytes():
 
 
 @pytest.fixture(scope="session")
-def fake_run(tmp_path_factory):
-    """A finished run directory as meteor_tf.main leaves it, with a tiny random-weights final model (ResNet-18,
-    32 px), its data folder, and a threshold at the median probability so both labels occur."""
-    import keras
-
+def trained_run(tmp_path_factory):
+    """A finished run made by the real runner (what `python -m meteor_tf.main` does): the shipped Fashion-MNIST
+    ResNet-18 at 32 px, 2 folds of head then fine-tuning, the final model retrained, on a small streak-or-not
+    folder; every export, serving, TFLite and predict test uses its final model and recall-first threshold."""
     from meteor_tf.config import ExperimentConfig
-    from meteor_tf.data.dataset import load_folder
-    from meteor_tf.models.classifier import build_classifier
-    from meteor_tf.training.phases import compile_for_phase
+    from meteor_tf.evaluation import cross_validation as cv
 
     root = tmp_path_factory.mktemp("run")
-    data = write_capture_folder(root / "captures", meteors=10, non_meteors=10, size=48)
-    config = ExperimentConfig(data=str(data), depth=18, image_size=IMAGE_SIZE, pretrain="none", folds=2)
-    keras.utils.set_random_seed(3)
-    model = build_classifier(18, image_size=IMAGE_SIZE, normalization=config.normalization)
-    examples = load_folder(data, IMAGE_SIZE)
-    probabilities = model.predict(examples.images, verbose=0)[:, 0]
-    threshold = float(np.median(probabilities))
-    run_dir = root / "runs" / "resnet18-test"
-    (run_dir / "final").mkdir(parents=True)
-    # saved as train_final saves it: the head compiled alone (cached-feature phase) with the meteor AUC metric
-    compile_for_phase(model.get_layer("head"), 1e-3, meteor_auc=True)
-    compile_for_phase(model, 1e-3, meteor_auc=True)
-    model.save(run_dir / "final" / "model.keras")
-    (run_dir / "final" / "model_info.json").write_text(json.dumps({
-        "threshold": threshold, "threshold_source": "pooled CV inner-validation predictions",
-        "config": config.to_dict(), "class_names": ["meteor", "non_meteor"], "normalization": config.normalization},
-        default=list))
-    np.savez(run_dir / "final" / "predictions_fine_tune.npz", val_idx=np.arange(0, 20, 3), val_prob=np.zeros(7),
-             test_idx=np.zeros(0, int), test_prob=np.zeros(0))
-    stats = {"fine_tune": {"accuracy": {"mean": 0.9, "std": 0.05}, "recall": {"mean": 0.97, "std": 0.02}}}
-    (run_dir / "metrics.json").write_text(json.dumps({"stats": stats, "threshold": {"value": threshold},
-                                                      "skipped": [], "per_fold": {}}))
-    (run_dir / "provenance.json").write_text(json.dumps({"git_commit": "abc123", "seed": 0}))
-    return run_dir
+    data = write_streak_task(root / "captures", per_class=24, seed=2)
+    config = ExperimentConfig(data=str(data), depth=18, pretrain="fashion_mnist", image_size=IMAGE_SIZE, folds=2,
+                              head_epochs=2, fine_tune_epochs=3, batch_size=16, output_dir=str(root / "runs"),
+                              run_id="resnet18-test", retrain_final=True, seed=3)
+    cv.run_experiment(config, progress=lambda message: None)
+    return root / "runs" / "resnet18-test"
 
 
 @pytest.fixture(scope="session")
-def exported_run(fake_run, tmp_path_factory):
-    """The fake run exported by the real command, with the three TFLite conversions; returns paths and output."""
+def exported_run(trained_run, tmp_path_factory):
+    """The trained run exported by the real command, with the three TFLite conversions; returns paths and output."""
     work = tmp_path_factory.mktemp("export_cli")
-    result = run_cli(["-m", "meteor_tf.export", f"--run={fake_run}", f"--base_dir={work / 'savedmodels'}",
+    result = run_cli(["-m", "meteor_tf.export", f"--run={trained_run}", f"--base_dir={work / 'savedmodels'}",
                       "--tflite=float,dynamic,int8", "--calibration_images=8"], work)
     assert result.returncode == 0, result.stderr[-3000:]
     model_dir = work / "savedmodels" / "meteor"
@@ -103,11 +81,11 @@ def exported_run(fake_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def run_model(fake_run):
-    """The fake run's final Keras model, loaded back as an export loads it."""
+def run_model(trained_run):
+    """The trained run's final Keras model, loaded back as an export loads it."""
     from meteor_tf.serving.export import load_keras_model
 
-    return load_keras_model(fake_run / "final" / "model.keras")
+    return load_keras_model(trained_run / "final" / "model.keras")
 
 
 def brightness_classifier(size: int = IMAGE_SIZE, meteor_sign: float = 1.0, grid: int = 8):

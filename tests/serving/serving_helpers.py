@@ -20,14 +20,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(exported_run, fake_run, capture_bytes):
+def served(exported_run, trained_run, capture_bytes):
     """What the serving tests need of the session's export: model dir, version dir, threshold, test images, the run
     (its final Keras model) and the TFLite files."""
     from meteor_tf.serving.export import load_metadata
 
     return {"model_dir": exported_run["model_dir"], "version_dir": exported_run["version_dir"],
             "threshold": float(load_metadata(exported_run["version_dir"])["threshold"]),
-            "images": list(capture_bytes), "run_dir": fake_run, "keras_model": fake_run / "final" / "model.keras",
+            "images": list(capture_bytes), "run_dir": trained_run, "keras_model": trained_run / "final" / "model.keras",
             "tflite": exported_run["tflite"]}
 
 

@@ -57,9 +57,9 @@ def test_session_loader_gives_the_keras_probabilities_and_the_threshold_labels(e
     assert out["class_id"].dtype == np.int32 and out["meteor_probability"].dtype == np.float32
 
 
-def test_bytes_signature_equals_the_training_loader_on_a_capture_folder(exported_run, run_model, fake_run):
+def test_bytes_signature_equals_the_training_loader_on_a_capture_folder(exported_run, run_model, trained_run):
     """Serving = training: the folder loader training uses and the SavedModel's in-graph decoding agree."""
-    folder = Path(json.loads((fake_run / "final" / "model_info.json").read_text())["config"]["data"])
+    folder = Path(json.loads((trained_run / "final" / "model_info.json").read_text())["config"]["data"])
     examples = load_folder(folder, IMAGE_SIZE)  # ids: paths relative to the folder
     expected = run_model.predict(examples.images, verbose=0)[:, 0]
     served = export.ExportedModel(exported_run["model_dir"]).predict_bytes(
@@ -151,19 +151,19 @@ def test_exported_model_raises_for_the_bad_request_and_answers_the_next(exported
 
 
 # ------------------------------------------------------------------------------------------- metadata
-def test_metadata_round_trips_from_the_run(exported_run, fake_run):
+def test_metadata_round_trips_from_the_run(exported_run, trained_run):
     meta = export.load_metadata(exported_run["version_dir"])
-    info = json.loads((fake_run / "final" / "model_info.json").read_text())
-    metrics = json.loads((fake_run / "metrics.json").read_text())
+    info = json.loads((trained_run / "final" / "model_info.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
     assert meta["threshold"] == info["threshold"]
-    assert (meta["depth"], meta["layout"], meta["pretrain"], meta["image_size"]) == (18, "torchvision", "none", 32)
+    assert (meta["depth"], meta["layout"], meta["pretrain"], meta["image_size"]) == (18, "torchvision", "fashion_mnist", 32)
     assert meta["normalization"] == info["normalization"] == "unit"
     assert meta["class_names"] == ["meteor", "non_meteor"] and meta["meteor_index"] == 0
     assert meta["cv_metrics"]["stats"] == metrics["stats"]
-    assert meta["provenance"] == json.loads((fake_run / "provenance.json").read_text())
+    assert meta["provenance"] == json.loads((trained_run / "provenance.json").read_text())
     assert meta["version"] == 1 and meta["package_version"] and meta["tensorflow_version"] == tf.__version__
     assert set(meta["signatures"]) == {"serving_default", "predict_images", "explain_images"}
-    assert meta["run_id"] == fake_run.name
+    assert meta["run_id"] == trained_run.name
 
 
 def test_each_weight_is_stored_once(exported_run, run_model):
@@ -276,9 +276,9 @@ def test_command_prints_the_export_and_the_tflite_comparison(exported_run):
     (["--model={base}/meteor", "--tflite=fp16"], "--tflite: fp16"),
     (["--model={base}/absent", "--tflite=float"], "no such model directory"),
 ])
-def test_command_errors_are_one_line_with_exit_status_2(args, message, exported_run, fake_run, tmp_path):
+def test_command_errors_are_one_line_with_exit_status_2(args, message, exported_run, trained_run, tmp_path):
     (tmp_path / "empty_run").mkdir()
-    args = [a.format(run=fake_run, base=exported_run["work"] / "savedmodels", empty_run=tmp_path / "empty_run")
+    args = [a.format(run=trained_run, base=exported_run["work"] / "savedmodels", empty_run=tmp_path / "empty_run")
             for a in args]
     result = run_cli(["-m", "meteor_tf.export", *args], tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -306,6 +306,28 @@ def test_main_export_exports_the_final_model_of_the_run(tmp_path, monkeypatch):
     assert export_final({"stats": {}}, "out") is None  # no final model (--noretrain_final)
     twin = tmp_path / "runs" / "workertemp_worker_1" / "resnet18-x" / "final" / "model.keras"
     assert export_final({"final": {"model": str(twin)}}, "out") is None and len(calls) == 1  # the chief exports
+
+
+def test_main_export_of_a_real_run_serves_the_runs_final_model(tmp_path):
+    """`python -m meteor_tf.main --export` end to end, no mocks: the run trains, retrains the final model and exports
+    it; the SavedModel gives the final Keras model's probabilities and carries the run's threshold."""
+    from tests.conftest import write_streak_task
+
+    data = write_streak_task(tmp_path / "captures", per_class=16, seed=4)
+    result = run_cli(["-m", "meteor_tf.main", f"--data={data}", "--image_size=32", "--folds=2", "--head_epochs=1",
+                      "--fine_tune_epochs=1", "--batch_size=8", "--head_units=16", "--head_dropout=0.1", "--val_fraction=0.3",
+                      f"--output_dir={tmp_path / 'runs'}", "--run_id=real", "--export",
+                      f"--export_dir={tmp_path / 'served'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version_dir = tmp_path / "served" / "meteor" / "1"
+    assert f"exported: {version_dir}" in result.stdout
+    run_dir = tmp_path / "runs" / "real"
+    info = json.loads((run_dir / "final" / "model_info.json").read_text())
+    model = export.ExportedModel(version_dir)
+    assert model.threshold == pytest.approx(info["threshold"])
+    images = load_folder(data, 32).images
+    keras_prob = export.load_keras_model(run_dir / "final" / "model.keras").predict(images, verbose=0)[:, 0]
+    np.testing.assert_allclose(model.predict_images(images)["meteor_probability"], keras_prob, atol=1e-5)
 
 
 def test_main_refuses_export_without_a_final_model(capsys):

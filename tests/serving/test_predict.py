@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -54,9 +55,12 @@ def test_every_capture_gets_a_row_with_the_exports_probability_and_bad_files_the
 def test_threshold_relabels_from_the_probabilities(station, backend):
     everything = fp.classify_folder(backend, station, threshold=0.0, progress=False)
     assert everything.counts == {"meteor": len(GOOD_FILES), "non_meteor": 0}
-    nothing = fp.classify_folder(backend, station, threshold=1.0, progress=False)
-    assert nothing.counts == {"meteor": 0, "non_meteor": len(GOOD_FILES)}
-    assert "(--threshold)" in nothing.format()
+    probabilities = sorted(float(r.meteor_probability) for r in everything.results if not r.error)
+    gap = int(np.argmax(np.diff(probabilities)))  # a threshold in the widest gap: both labels, no ties
+    cut = (probabilities[gap] + probabilities[gap + 1]) / 2
+    some = fp.classify_folder(backend, station, threshold=cut, progress=False)
+    assert some.counts == {"meteor": len(GOOD_FILES) - gap - 1, "non_meteor": gap + 1}
+    assert "(--threshold)" in some.format()
 
 
 def test_review_folders_get_copies_named_by_score_and_nothing_is_ever_overwritten(station, backend, tmp_path):
