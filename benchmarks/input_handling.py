@@ -7,6 +7,10 @@ convs frozen, Adam, cosine decay) on one stratified, scene-grouped 75/25 split. 
 kind and per sub-label for each rule, beside the CPU's flags.
 
     python benchmarks/input_handling.py --data=/work/night_sky_seed1 --rules=resize,maxpool,norm_maxpool
+
+`--train_data=DIR [--train_count=N]` trains on another export (e.g. `meteor-dataset export --seed=2 --meteors=6000
+--non_meteors=4000`) and scores the same test part of `--data`: how accuracy grows with the number of training
+captures. `--adabn` re-estimates the backbone's BatchNorm statistics on the training images first.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 
 import numpy as np
 import tensorflow as tf
+
+from meteor_tf.data import preprocess
 
 NAME = re.compile(r"scene(?P<scene>\d+)__ns-\d+_(?P<sub>.+?)_(?P<kind>frame|gmn_crop|allsky_cutout)\.[a-z]+$")
 
@@ -42,7 +48,7 @@ def load_folder(data: str):
 
 
 # Measured alternatives to the package's rule (`preprocess.to_model_input`, "resize"); none beat it on seed 1 (README).
-RULES = ("resize", "maxpool", "norm", "norm_max")
+RULES = ("resize", "maxpool", "norm", "norm_max", "detect", "detect_fixed")
 NORM_BACKGROUND = 16.0  # background-normalised rules: sky median → this grey level,
 NORM_LEVELS_PER_SIGMA = 8.0  # one robust noise sigma → this many levels (saturates at ~30 sigma)
 
@@ -51,19 +57,38 @@ def model_input(image, size: int, rule: str):
     """(H, W, C) uint8 → (S, S, 1) float32 0..255 by `rule`: "resize" is the package's rule; "maxpool" pads to a
     square and takes the maximum over f×f blocks (a one-pixel streak keeps its full brightness); "norm" resizes,
     then maps the sky median and robust noise sigma to fixed grey levels; "norm_max" does that after the block max."""
-    import tensorflow as tf
-
-    from meteor_tf.data import preprocess
-
     if rule == "resize":
         return preprocess.to_model_input(image, size)
     image = preprocess.to_grayscale(tf.cast(image, tf.float32))
+    if rule in ("detect", "detect_fixed"):
+        return tf.ensure_shape(detection_crop(image, size, fixed=rule == "detect_fixed"), [size, size, 1])
     if rule == "maxpool":
         image = preprocess.pad_to_square(_block_max(preprocess.pad_to_square(image), size), size)
     else:
         image = preprocess.fit_longer_side(image, size) if rule == "norm" else _block_max(image, size)
         image = preprocess.pad_to_square(_normalise_background(image), size)
     return tf.ensure_shape(tf.clip_by_value(image, 0.0, 255.0), [size, size, 1])
+
+
+def folder_inputs(data: str, rule: str, size: int, count: int = 0, seed: int = 0):
+    """Model inputs (N, S, S, 1), labels and kinds of an exported folder, converted while reading (a 10,000-capture
+    folder does not fit in memory at full size); `count` > 0 keeps a random, label-stratified `count` of them."""
+    from PIL import Image
+
+    names = [(label, cls, n) for label, cls in enumerate(("meteor", "non_meteor"))
+             for n in sorted(os.listdir(os.path.join(data, cls))) if NAME.match(n)]
+    if count:
+        rng = np.random.default_rng(seed)
+        labels = np.array([label for label, _, _ in names])
+        keep = np.concatenate([rng.permutation(np.flatnonzero(labels == v))[:round(count * (labels == v).mean())]
+                               for v in (0, 1)])
+        names = [names[i] for i in np.sort(keep)]
+    fn = tf.function(lambda im: model_input(im, size, rule), reduce_retracing=True)
+    x = []
+    for label, cls, n in names:
+        with Image.open(os.path.join(data, cls, n)) as im:
+            x.append(fn(tf.constant(np.asarray(im.convert("L"))[..., None])).numpy())
+    return np.stack(x), np.array([label for label, _, _ in names]), np.array([NAME.match(n)["kind"] for _, _, n in names])
 
 
 def make_inputs(images, rule: str, size: int) -> np.ndarray:
@@ -106,6 +131,70 @@ def _block_max(image, size):
     return tf.reduce_max(blocks, axis=[-4, -2])
 
 
+DETECT_WORK_SIDE = 256  # the detector looks at a block-max view of at most this side
+DETECT_LINE = 7  # a structure must hold a straight segment of this many work pixels in some direction
+
+
+def _shift(padded, dy, dx, pad):
+    """An (H, W) image padded by `pad` on every side, read back shifted by (dy, dx)."""
+    h, w = tf.shape(padded)[0] - 2 * pad, tf.shape(padded)[1] - 2 * pad
+    return tf.slice(padded, [pad + dy, pad + dx], [h, w])
+
+
+def line_opening(x, length=DETECT_LINE, directions=8):
+    """Max over directions of the grey opening by a straight segment: keeps what holds a segment of `length`
+    pixels (streaks, edges of lines), removes stars, noise and text strokes shorter than that."""
+    import math
+
+    half = length // 2
+    padded = tf.pad(x, [[half, half], [half, half]], mode="SYMMETRIC")
+    out = tf.zeros_like(x)
+    for j in range(directions):
+        a = math.pi * j / directions
+        offs = sorted({(round(k * math.sin(a)), round(k * math.cos(a))) for k in range(-half, half + 1)})
+        ero = tf.reduce_min(tf.stack([_shift(padded, dy, dx, half) for dy, dx in offs]), 0)
+        ero_p = tf.pad(ero, [[half, half], [half, half]], mode="SYMMETRIC")
+        dil = tf.reduce_max(tf.stack([_shift(ero_p, -dy, -dx, half) for dy, dx in offs]), 0)
+        out = tf.maximum(out, dil)
+    return out
+
+
+def detection_crop(image, size, fixed=False):
+    """(H, W, 1) float gray → (size, size, 1): a square window of the full-resolution capture around its
+    strongest line-like structure (white top-hat, then a line opening, on a block-max view), resized to `size`.
+    `fixed`: the window is 2·size native pixels (the tells at near-native resolution); otherwise it spans the
+    structure's extent (at least `size`), capped by the frame."""
+    height, width = _hw(image)
+    longer = tf.maximum(height, width)
+    work_side = tf.minimum(longer, DETECT_WORK_SIDE)
+    f = (longer + work_side - 1) // work_side  # the factor _block_max uses
+    work = _block_max(image, work_side)[..., 0]
+    x4 = work[None, ..., None]
+    opened = tf.nn.max_pool2d(-tf.nn.max_pool2d(-x4, 5, 1, "SAME"), 5, 1, "SAME")
+    tophat = (x4 - opened)[0, ..., 0]
+    score = line_opening(tophat)
+    smooth = tf.nn.avg_pool2d(score[None, ..., None], 5, 1, "SAME")[0, ..., 0]
+    wh = tf.shape(smooth)
+    flat = tf.argmax(tf.reshape(smooth, [-1]), output_type=tf.int32)
+    cy, cx = flat // wh[1], flat % wh[1]
+    if fixed:
+        side = tf.minimum(2 * size, longer)
+        cy_n, cx_n = cy * f + f // 2, cx * f + f // 2
+    else:
+        mask = score > 0.3 * tf.reduce_max(score)
+        rows = tf.cast(tf.where(tf.reduce_any(mask, 1))[:, 0], tf.int32)
+        cols = tf.cast(tf.where(tf.reduce_any(mask, 0))[:, 0], tf.int32)
+        y0, y1 = tf.reduce_min(rows) * f, (tf.reduce_max(rows) + 1) * f
+        x0, x1 = tf.reduce_min(cols) * f, (tf.reduce_max(cols) + 1) * f
+        side = tf.minimum(tf.maximum(tf.cast(tf.cast(tf.maximum(y1 - y0, x1 - x0), tf.float32) * 1.2, tf.int32),
+                                     size), longer)
+        cy_n, cx_n = (y0 + y1) // 2, (x0 + x1) // 2
+    top = tf.clip_by_value(cy_n - side // 2, 0, tf.maximum(height - side, 0))
+    left = tf.clip_by_value(cx_n - side // 2, 0, tf.maximum(width - side, 0))
+    window = image[top:top + side, left:left + side]
+    return preprocess.pad_to_square(preprocess.fit_longer_side(window, size), size)
+
+
 def _median_last(values):
     ordered = tf.sort(values, axis=-1)
     return tf.gather(ordered, tf.shape(values)[-1] // 2, axis=-1)
@@ -134,6 +223,8 @@ def train_and_score(x, y, train, test, args):
     keras.utils.set_random_seed(args.seed)
     model = build_classifier(18, "torchvision", image_size=x.shape[1], normalization="unit")
     load_backbone(model.get_layer("backbone"), str(preset_path("resnet18_fashion_mnist")))
+    if args.adabn:
+        adapt_batch_norm(model, x[train], args.seed)
     steps = int(np.ceil(len(train) / args.batch_size))
     for phase, epochs, lr in (("head", args.head_epochs, args.lr_head), ("fine_tune", args.fine_tune_epochs,
                                                                         args.lr_fine_tune)):
@@ -144,6 +235,23 @@ def train_and_score(x, y, train, test, args):
         model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(lr, epochs * steps, alpha=1e-3)
         model.fit(_training_data(x[train], y[train], args), epochs=epochs, verbose=0)
     return model.predict(x[test], batch_size=64, verbose=0)[:, 0]  # P(meteor)
+
+
+def adapt_batch_norm(model, images, seed, count=256):
+    """AdaBN (Li et al. 2016): the backbone's BatchNorm statistics re-estimated on `count` training images (one
+    forward pass in training mode with momentum 0), so the frozen layers normalise night-sky activations, not
+    Fashion-MNIST's."""
+    import keras
+
+    backbone = model.get_layer("backbone")
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    kept = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    pick = np.random.default_rng(seed).permutation(len(images))[:count]
+    backbone(model.get_layer("preprocess")(tf.constant(images[pick])), training=True)
+    for layer, momentum in zip(norms, kept):
+        layer.momentum = momentum
 
 
 def _training_data(x, y, args):
@@ -189,6 +297,12 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default="none", choices=("none", "flips", "on_side", "complete"))
+    p.add_argument("--adabn", action="store_true", help="re-estimate the backbone's BatchNorm statistics on 256 "
+                   "training images before the head phase")
+    p.add_argument("--train_data", default="", help="train on this exported folder (another seed) instead of the "
+                   "training part of --data; the test part of --data is scored either way")
+    p.add_argument("--train_count", type=int, default=0, help="with --train_data: a random stratified subset of "
+                   "this many captures (0: all)")
     p.add_argument("--mixed_precision", default="float32", choices=("float32", "mixed_bfloat16"))
     args = p.parse_args(argv)
 
@@ -212,9 +326,19 @@ def main(argv=None):
     results = []
     for rule in args.rules.split(","):
         t1 = time.time()
-        x = make_inputs(d["img"], rule, args.image_size)
-        p_meteor = train_and_score(x, y, train, test, args)
-        text, acc, auc = report(rule, p_meteor, y, {"kind": d["kind"], "sub": d["sub"]}, test)
+        if args.train_data:
+            x_tr, y_tr, _ = folder_inputs(args.train_data, rule, args.image_size, args.train_count, args.seed)
+            print(f"  {len(y_tr)} training captures from {args.train_data}", flush=True)
+            x = np.concatenate([x_tr, make_inputs([d["img"][i] for i in test], rule, args.image_size)])
+            yy = np.concatenate([y_tr, y[test]])
+            tr, te = np.arange(len(y_tr)), len(y_tr) + np.arange(len(test))
+            groups = {k: np.concatenate([np.full(len(y_tr), ""), d[k][test]]) for k in ("kind", "sub")}
+            p_meteor = train_and_score(x, yy, tr, te, args)
+            text, acc, auc = report(rule, p_meteor, yy, groups, te)
+        else:
+            x = make_inputs(d["img"], rule, args.image_size)
+            p_meteor = train_and_score(x, y, train, test, args)
+            text, acc, auc = report(rule, p_meteor, y, {"kind": d["kind"], "sub": d["sub"]}, test)
         print(text + f"\n  ({time.time() - t1:.0f} s)", flush=True)
         results.append((rule, acc, auc))
     print("\nrule                 accuracy   AUC")
