@@ -161,6 +161,34 @@ def _read_csv_log(path: Path) -> Dict[str, List[float]]:
     return hist
 
 
+def _keep_backed_up_rows(path: Path, epochs: int) -> None:
+    """Rewrites a phase's epoch log to the rows of its first `epochs` epochs (those its backup holds), each once.
+
+    A killed process may have logged an epoch it did not back up (the log comes first), or half a line: the resumed
+    process trains that epoch again, and appending to such a file would log it twice or glue its row to the half."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, {}
+        for row in reader:
+            try:  # a partial line has missing (None) or glued fields
+                epoch = int(row["epoch"])
+                for key, value in row.items():
+                    float(value) if key != "epoch" else None
+            except (TypeError, ValueError):
+                continue
+            if epoch < epochs:
+                rows[epoch] = row
+    if not header:
+        return
+    with report.atomic_path(path) as partial:
+        with open(partial, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows[e] for e in sorted(rows))
+
+
 def _predict_meteor(model, images, batch_size) -> np.ndarray:
     return model.predict(images, batch_size=batch_size, verbose=0)[:, METEOR]
 
@@ -264,6 +292,7 @@ def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, ph
         advance_seed_generators(train_model, done_epochs * steps)
     log_path = phase_dir / f"{phase}_log.csv"
     best_path = phase_dir / f"best_{phase}.weights.h5"
+    _keep_backed_up_rows(log_path, done_epochs)
     previous = _read_csv_log(log_path)
     initial_best = min(previous["val_loss"]) if previous.get("val_loss") else np.inf
     lr = _phase_lr_choice(config, phase, train_model, train_ds, phase_dir, compiled=compiled)

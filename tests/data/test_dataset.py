@@ -86,9 +86,6 @@ def test_embedded_examples_through_the_documented_api(monkeypatch, tmp_path):
 
 
 def test_real_night_sky_when_available(tmp_path):
-    night_sky = pytest.importorskip("meteor_tf.data.night_sky")
-    if not hasattr(night_sky, "load_night_sky"):
-        pytest.skip("meteor_tf.data.night_sky has no load_night_sky yet")
     config = ExperimentConfig(image_size=32, embedded_meteors=6, embedded_non_meteors=4,
                               tfds_data_dir=str(tmp_path))
     examples = dataset.load_examples(config)

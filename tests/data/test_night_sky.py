@@ -210,12 +210,21 @@ def test_tfds_bytes_are_the_generator_bytes(built):
 
 
 def test_load_night_sky_reuses_the_build(built):
+    from pathlib import Path
+
+    import tensorflow as tf
+
     from meteor_tf.data.night_sky import load_night_sky
 
-    _, data_dir = built
+    builder, data_dir = built
+    files = {p: p.stat().st_mtime_ns for p in Path(data_dir).rglob("*") if p.is_file()}
     ex = next(iter(load_night_sky(data_dir, meteors=M, non_meteors=N, seed=SEED, small=True)))
     assert set(ex) == {"image", "label", "sub_label", "scene_id", "kind", "example_id"}
     assert ex["image"].dtype.name == "uint8" and ex["image"].shape[-1] == 1
+    # nothing was generated or written again: the same files, untouched, and the stored pixels
+    assert {p: p.stat().st_mtime_ns for p in Path(data_dir).rglob("*") if p.is_file()} == files
+    stored = {e["example_id"].decode(): e["image"] for e in _examples(builder, decode=False)}
+    np.testing.assert_array_equal(ex["image"].numpy(), tf.io.decode_jpeg(stored[ex["example_id"].numpy().decode()]))
 
 
 def test_config_names():

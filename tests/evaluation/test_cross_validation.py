@@ -41,10 +41,17 @@ def test_two_phase_run_writes_the_complete_report(tmp_path, backbone_file):
                  "confusion_head.png", "confusion_fine_tune.png", "confusion_recall_first.png",
                  "learning_curves.png", "final/model.keras", "final/model_info.json"):
         assert (run_dir / name).exists(), name
+    from meteor_tf.data.dataset import load_examples
+
+    labels = load_examples(config).labels
+    folds = json.loads((run_dir / "folds.json").read_text())
     for k in range(3):
         fold = json.loads((run_dir / f"fold_{k}" / "metrics.json").read_text())
         assert set(fold) == {"head", "fine_tune"}
-        assert 0.0 <= fold["fine_tune"]["accuracy"] <= 1.0
+        saved = np.load(run_dir / f"fold_{k}" / "predictions_fine_tune.npz")
+        assert len(saved["test_idx"]) == len(folds[k]["test"])  # the fold's test captures, each once
+        correct = (saved["test_prob"] >= 0.5) == (labels[saved["test_idx"]] == 0)  # label 0 = meteor
+        assert fold["fine_tune"]["accuracy"] == pytest.approx(correct.mean())
     summary = (run_dir / "summary.md").read_text()
     assert "| No fine tuning |" in summary and "| With fine tuning |" in summary
     assert "broken.jpg" in summary
@@ -115,6 +122,60 @@ def test_no_test_fold_example_reaches_training_lr_finding_checkpointing_or_the_t
         for used in seen["datasets"][k * per_fold:(k + 1) * per_fold]:
             assert not (used & test)
     assert seen["threshold_n"] == [sum(len(f["val"]) for f in folds)]
+
+
+def test_no_test_fold_capture_or_scene_mate_reaches_the_cached_feature_head(tmp_path, backbone_file, monkeypatch):
+    """The head phase on cached features with scene-prefixed file names: each cached feature row carries its capture
+    index, and no dataset a fold trains on (head features or fine-tuning images) holds a test capture of that fold
+    or another capture of a test capture's scene."""
+    from meteor_tf.data import pipeline
+
+    data = write_capture_folder(tmp_path / "captures", meteors=16, non_meteors=12)
+    for cls in ("meteor", "non_meteor"):  # two captures per scene, as a frame and its crop: <scene>__<name>
+        for i, path in enumerate(sorted((data / cls).iterdir())):
+            path.rename(path.with_name(f"{cls[:1]}{i // 2:02d}__{path.name}"))
+    real_features = cv.backbone_features
+
+    def tagged_features(config, images, *a, **k):
+        feats = real_features(config, images, *a, **k).copy()
+        feats[:, 0] = np.arange(len(feats))
+        return feats
+
+    monkeypatch.setattr(cv, "backbone_features", tagged_features)
+    from meteor_tf.data import dataset as dataset_mod
+
+    real_load = dataset_mod.load_examples
+
+    def tagged_load(config):
+        ex = real_load(config)
+        ex.images[:, 0, 0, 0] = np.arange(len(ex.labels))
+        return ex
+
+    monkeypatch.setattr(dataset_mod, "load_examples", tagged_load)
+    seen = []
+    real_make_dataset = pipeline.make_dataset
+
+    def spy_make_dataset(images, labels, *a, **k):
+        images = np.asarray(images)
+        seen.append(set((images[:, 0] if images.ndim == 2 else images[:, 0, 0, 0]).astype(int).tolist()))
+        return real_make_dataset(images, labels, *a, **k)
+
+    monkeypatch.setattr(pipeline, "make_dataset", spy_make_dataset)
+    config = tiny_config(tmp_path, data, pretrain="fashion_mnist", weights=str(backbone_file), head_epochs=2)
+    assert cv.use_cached_features(config)
+    cv.run_experiment(config)
+    examples = real_load(config)
+    folds = json.loads((tmp_path / "runs" / config.derived_run_id() / "folds.json").read_text())
+    ids = list(examples.ids)
+    per_fold = len(seen) // len(folds)
+    assert per_fold >= 4  # head (features) and fine-tuning (images): a training and a validation set each
+    for k, fold in enumerate(folds):
+        test = {ids.index(i) for i in fold["test"]}
+        scenes = {examples.groups[i] for i in test}
+        scene_mates = {i for i, g in enumerate(examples.groups) if g in scenes}
+        assert scene_mates == test  # a scene is wholly in the test fold
+        for used in seen[k * per_fold:(k + 1) * per_fold]:
+            assert not (used & scene_mates)
 
 
 def test_cached_features_train_one_head_compiled_once_and_predict_as_the_full_model(tmp_path, backbone_file,

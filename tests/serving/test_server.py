@@ -6,6 +6,7 @@ import base64
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -331,8 +332,8 @@ def test_sigterm_stops_the_server(server):
     """Last in the module: the fixture's own shutdown path, checked to end the process (REST and gRPC) quickly."""
     process = server["process"]
     process.terminate()
-    process.wait(timeout=30)
-    assert process.returncode is not None
+    process.wait(timeout=30)  # TimeoutExpired fails the test: the server must end within 30 s
+    assert process.returncode in (0, -signal.SIGTERM), process.returncode  # a clean stop, not a crash
     log = server["log"].read_text()
     assert "Traceback" not in log, log[-3000:]
 

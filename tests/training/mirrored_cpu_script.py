@@ -47,6 +47,11 @@ def main():
     out["fit_loss"] = hist.history["loss"]
     out["fit_lr"] = hist.history["lr"]
     out["fit_lr_used"] = lr_used
+    # the same LR range test on one device: synchronous replicas see the same losses, so the same suggestion
+    from meteor_tf.training.callbacks import lr_range_test
+
+    one_device = phases.compile_for_phase(build(), 0.02)
+    out["single_lr_suggestion"] = float(lr_range_test(one_device, ds, verbose=0).suggestion)
     out["fit_steps_per_epoch"] = int(ds.cardinality())
 
     # custom loop under the same strategy

@@ -72,7 +72,6 @@ def test_fit_custom_loop_default_strategy_with_mixed_float16_and_regularizer():
     assert isinstance(res.optimizer, keras.optimizers.LossScaleOptimizer)
     h = res.history
     assert len(h["loss"]) == 3 and h["loss"][-1] < h["loss"][0] and h["lr"] == [0.05] * 3
-    assert 0 <= h["accuracy"][-1] <= 1
 
 
 def test_mirrored_two_logical_cpus_fit_and_custom_loop(tmp_path):
@@ -87,7 +86,7 @@ def test_mirrored_two_logical_cpus_fit_and_custom_loop(tmp_path):
     assert out["replicas"] == 2 and out["global_batch"] == 16
     # Keras fit (train_phase: LR range test + SGDR on mirrored variables)
     assert out["fit_steps_per_epoch"] == 8
-    assert out["fit_lr_used"] != 0.02 and 1e-7 <= out["fit_lr_used"] <= 10
+    assert out["fit_lr_used"] == pytest.approx(out["single_lr_suggestion"], rel=1e-6)  # not the 0.02 fallback
     assert out["fit_loss"][-1] < out["fit_loss"][0]
     assert len(out["fit_lr"]) == 3
     # custom loop: trains, per-step SGDR LR, validation, and the same weights as one device with the same

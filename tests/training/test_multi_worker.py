@@ -80,6 +80,44 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     assert len(w_chief.files) == len(w_other.files) == 4
     for k in w_chief.files:
         np.testing.assert_allclose(w_chief[k], w_other[k], rtol=0, atol=1e-7)
+    # ... and what one worker makes with the same global batch: synchronous training is agreement *and* the right
+    # update (the replicas' gradients of the loss averaged over the global batch summed into one step)
+    single_weights, single_history = _single_worker_run(epochs=2)
+    for k, want in zip(w_chief.files, single_weights):
+        np.testing.assert_allclose(w_chief[k], want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(chief["history"]["loss"], single_history["loss"], rtol=1e-5)
+
+
+def _single_worker_run(epochs: int):
+    """multi_worker_script.py's training on one device: the chief's initial weights (seed 100), and each step's
+    global batch made of the two workers' shards of that step (worker k reads x[k::2], 8 per step)."""
+    import functools
+
+    import keras
+    import tensorflow as tf
+
+    from meteor_tf.training import distribute, schedules
+
+    n, per_replica, workers = 128, 8, 2
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = (x[:, 0] - x[:, 3] > 0).astype("int32")
+    steps = n // (per_replica * workers)
+    order = np.concatenate([np.arange(k, n, workers)[s * per_replica:(s + 1) * per_replica]
+                            for s in range(steps) for k in range(workers)])
+
+    def dataset_fn(ctx):
+        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).repeat().batch(per_replica * workers)
+
+    def build():
+        keras.utils.set_random_seed(100)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dense(2, activation="softmax")])
+
+    lr_fn = functools.partial(schedules.sgdr_lr, base_lr=0.02, steps_per_epoch=steps, min_lr=1e-4)
+    res = distribute.fit_custom_loop(build, dataset_fn, epochs=epochs, steps_per_epoch=steps, lr_fn=lr_fn,
+                                     strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+    return res.model.get_weights(), res.history
 
 
 @pytest.mark.parametrize("mode", ["patched", "unpatched"])

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from meteor_tf.training import phases, schedules
+from meteor_tf.training.callbacks import lr_range_test
 
 
 def _data(n=96, seed=0):
@@ -79,7 +80,9 @@ def test_lr_find_changes_the_lr_used(tmp_path):
     plot = tmp_path / "lr_find.png"
     hist, lr_used = phases.train_phase(model, train, val, epochs=1, lr=0.05, steps_per_epoch=4, lr_find=True,
                                        lr_find_plot=str(plot), lr_find_kwargs={"num_iter": 40})
-    assert lr_used != 0.05 and 1e-7 <= lr_used <= 10
+    # the range test's own suggestion on the same fresh model and data, not the 0.05 fallback
+    reference = lr_range_test(phases.compile_for_phase(_model(), 0.05), train, verbose=0, num_iter=40).suggestion
+    assert lr_used == pytest.approx(float(reference), rel=1e-6) and lr_used != 0.05
     assert plot.exists()
     # SGDR started its first cycle at the suggested LR
     assert hist.history["lr"][0] == pytest.approx(schedules.sgdr_lr(3, lr_used, 4, min_lr=1e-5), rel=1e-5)
