@@ -143,21 +143,33 @@ class FoldData:
     test_idx: np.ndarray
 
 
-def _read_csv_log(path: Path) -> Dict[str, List[float]]:
-    """Per-epoch logs; a resumed phase may repeat an epoch, keep its last row."""
+def _logged_rows(path: Path) -> Tuple[Optional[List[str]], Dict[int, dict]]:
+    """A phase's epoch log: its header and {epoch: {"epoch": epoch, metric: value}} (a resumed phase may repeat an
+    epoch: its last row wins).
+
+    A kill mid-write can leave a partial last line (missing or glued fields): that row is left out, its epoch redone."""
     if not path.exists():
-        return {}
+        return None, {}
     rows = {}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            try:  # a kill mid-write can leave a partial last line: that epoch is redone
-                rows[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k != "epoch"}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            try:
+                epoch = int(row["epoch"])
+                rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in row.items() if k != "epoch"}}
             except (TypeError, ValueError):
                 continue
+        return reader.fieldnames, rows
+
+
+def _read_csv_log(path: Path) -> Dict[str, List[float]]:
+    """Per-epoch logs as {metric: [value per epoch]}, epochs in order."""
+    _, rows = _logged_rows(path)
     hist: Dict[str, List[float]] = {}
     for epoch in sorted(rows):
         for k, v in rows[epoch].items():
-            hist.setdefault(k, []).append(v)
+            if k != "epoch":
+                hist.setdefault(k, []).append(v)
     return hist
 
 
@@ -166,27 +178,14 @@ def _keep_backed_up_rows(path: Path, epochs: int) -> None:
 
     A killed process may have logged an epoch it did not back up (the log comes first), or half a line: the resumed
     process trains that epoch again, and appending to such a file would log it twice or glue its row to the half."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, {}
-        for row in reader:
-            try:  # a partial line has missing (None) or glued fields
-                epoch = int(row["epoch"])
-                for key, value in row.items():
-                    float(value) if key != "epoch" else None
-            except (TypeError, ValueError):
-                continue
-            if epoch < epochs:
-                rows[epoch] = row
+    header, rows = _logged_rows(path)
     if not header:
         return
     with report.atomic_path(path) as partial:
         with open(partial, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header)
             writer.writeheader()
-            writer.writerows(rows[e] for e in sorted(rows))
+            writer.writerows(rows[e] for e in sorted(rows) if e < epochs)
 
 
 def _predict_meteor(model, images, batch_size) -> np.ndarray:
