@@ -58,6 +58,17 @@ def write_streak_task(root, per_class: int, seed: int = 0, size: int = 48):
     return root
 
 
+def require_debian_fashion_mnist() -> None:
+    """Skip without Debian's dataset-fashion-mnist files, except under CI, where scripts/setup.sh installs them and a
+    missing file is a failure."""
+    from meteor_tf.data.fashion_mnist import debian_files_present
+
+    if not debian_files_present():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's dataset-fashion-mnist files are missing: scripts/setup.sh installs them")
+        pytest.skip("Debian's dataset-fashion-mnist files are not installed")
+
+
 @pytest.fixture()
 def capture_folder(tmp_path):
     return write_capture_folder(tmp_path / "captures")

@@ -82,30 +82,43 @@ def test_a_run_id_with_other_settings_is_refused(tmp_path, capture_folder):
         cv.prepare_run_dir(config.replace(depth=34))
 
 
-def test_no_test_fold_example_reaches_training_lr_finding_checkpointing_or_the_threshold(
-        tmp_path, capture_folder, monkeypatch):
-    """Every image carries its example index in pixel (0, 0); we record what each fold's training sees."""
+def spy_on_training_data(monkeypatch) -> list:
+    """Tags every loaded image (pixel (0, 0)) and every cached feature row (column 0) with its example index, and
+    returns the list that receives, per `pipeline.make_dataset` call, the set of example indices it was given."""
     from meteor_tf.data import dataset as dataset_mod
-    from meteor_tf.evaluation import metrics as m
+    from meteor_tf.data import pipeline
 
-    real_load = dataset_mod.load_examples
+    real_load, real_features, real_make_dataset = dataset_mod.load_examples, cv.backbone_features, pipeline.make_dataset
 
     def tagged_load(config):
         ex = real_load(config)
         ex.images[:, 0, 0, 0] = np.arange(len(ex.labels))
         return ex
 
-    monkeypatch.setattr(dataset_mod, "load_examples", tagged_load)
-    seen = {"datasets": [], "threshold_n": []}
-    from meteor_tf.data import pipeline
+    def tagged_features(config, images, *a, **k):
+        feats = real_features(config, images, *a, **k).copy()
+        feats[:, 0] = np.arange(len(feats))
+        return feats
 
-    real_make_dataset = pipeline.make_dataset
+    seen = []
 
     def spy_make_dataset(images, labels, *a, **k):
-        seen["datasets"].append(set(np.asarray(images)[:, 0, 0, 0].astype(int).tolist()))
+        images = np.asarray(images)
+        seen.append(set((images[:, 0] if images.ndim == 2 else images[:, 0, 0, 0]).astype(int).tolist()))
         return real_make_dataset(images, labels, *a, **k)
 
+    monkeypatch.setattr(dataset_mod, "load_examples", tagged_load)
+    monkeypatch.setattr(cv, "backbone_features", tagged_features)
     monkeypatch.setattr(pipeline, "make_dataset", spy_make_dataset)
+    return seen
+
+
+def test_no_test_fold_example_reaches_training_lr_finding_checkpointing_or_the_threshold(
+        tmp_path, capture_folder, monkeypatch):
+    """Every image carries its example index in pixel (0, 0); we record what each fold's training sees."""
+    from meteor_tf.evaluation import metrics as m
+
+    seen = {"datasets": spy_on_training_data(monkeypatch), "threshold_n": []}
     real_threshold = m.recall_first_threshold
     monkeypatch.setattr(m, "recall_first_threshold",
                         lambda labels, prob, target: seen["threshold_n"].append(len(labels)) or
@@ -128,39 +141,14 @@ def test_no_test_fold_capture_or_scene_mate_reaches_the_cached_feature_head(tmp_
     """The head phase on cached features with scene-prefixed file names: each cached feature row carries its capture
     index, and no dataset a fold trains on (head features or fine-tuning images) holds a test capture of that fold
     or another capture of a test capture's scene."""
-    from meteor_tf.data import pipeline
+    from meteor_tf.data import dataset as dataset_mod
 
     data = write_capture_folder(tmp_path / "captures", meteors=16, non_meteors=12)
     for cls in ("meteor", "non_meteor"):  # two captures per scene, as a frame and its crop: <scene>__<name>
         for i, path in enumerate(sorted((data / cls).iterdir())):
             path.rename(path.with_name(f"{cls[:1]}{i // 2:02d}__{path.name}"))
-    real_features = cv.backbone_features
-
-    def tagged_features(config, images, *a, **k):
-        feats = real_features(config, images, *a, **k).copy()
-        feats[:, 0] = np.arange(len(feats))
-        return feats
-
-    monkeypatch.setattr(cv, "backbone_features", tagged_features)
-    from meteor_tf.data import dataset as dataset_mod
-
     real_load = dataset_mod.load_examples
-
-    def tagged_load(config):
-        ex = real_load(config)
-        ex.images[:, 0, 0, 0] = np.arange(len(ex.labels))
-        return ex
-
-    monkeypatch.setattr(dataset_mod, "load_examples", tagged_load)
-    seen = []
-    real_make_dataset = pipeline.make_dataset
-
-    def spy_make_dataset(images, labels, *a, **k):
-        images = np.asarray(images)
-        seen.append(set((images[:, 0] if images.ndim == 2 else images[:, 0, 0, 0]).astype(int).tolist()))
-        return real_make_dataset(images, labels, *a, **k)
-
-    monkeypatch.setattr(pipeline, "make_dataset", spy_make_dataset)
+    seen = spy_on_training_data(monkeypatch)
     config = tiny_config(tmp_path, data, pretrain="fashion_mnist", weights=str(backbone_file), head_epochs=2)
     assert cv.use_cached_features(config)
     cv.run_experiment(config)

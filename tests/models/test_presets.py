@@ -41,13 +41,10 @@ def test_shipped_backbone_matches_its_sha256_and_fits_resnet18():
 
 
 def test_shipped_backbone_keeps_its_recorded_fashion_mnist_accuracy():
-    from meteor_tf.data.fashion_mnist import debian_files_present
     from meteor_tf.training.pretrain import evaluate_backbone_file
+    from tests.conftest import require_debian_fashion_mnist
 
-    if not debian_files_present():
-        if os.environ.get("CI"):
-            pytest.fail("Debian's dataset-fashion-mnist files are missing: scripts/setup.sh installs them")
-        pytest.skip("Debian's dataset-fashion-mnist files are not installed")
+    require_debian_fashion_mnist()
     info = presets.preset_info(NAME)
     accuracy = evaluate_backbone_file(presets.preset_path(NAME), info["settings"]["image_size"], limit=1000)["all"]
     assert abs(accuracy - info["test_accuracy_first_1000"]) <= 0.003

@@ -1,7 +1,6 @@
 """Fashion-MNIST pretraining: runs when nothing is cached, caches by settings, reuses the cache (tfds mock data)."""
 
 import json
-import os
 
 import pytest
 import tensorflow_datasets as tfds
@@ -10,6 +9,7 @@ from meteor_tf.config import ExperimentConfig
 from meteor_tf.models.classifier import build_classifier
 from meteor_tf.models.weights import load_backbone
 from meteor_tf.training import pretrain
+from tests.conftest import require_debian_fashion_mnist
 
 
 def _config(tmp_path, **changes):
@@ -52,12 +52,7 @@ def test_pretraining_on_real_fashion_mnist_learns(tmp_path):
     """The real pretraining on a slice of the real Fashion-MNIST (Debian's files, prepared offline): 5,000 training
     images, one epoch, 32 px, scored on all 10,000 test images — clearly above the 10% of chance. Under CI the files
     must be there (scripts/setup.sh installs them): it fails instead of skipping."""
-    from meteor_tf.data.fashion_mnist import debian_files_present
-
-    if not debian_files_present():
-        if os.environ.get("CI"):
-            pytest.fail("Debian's dataset-fashion-mnist files are missing: scripts/setup.sh installs them")
-        pytest.skip("Debian's dataset-fashion-mnist files are not installed")
+    require_debian_fashion_mnist()
     config = _config(tmp_path, fmnist_examples=5000, batch_size=32)
     path = pretrain.ensure_fashion_mnist_backbone(config)
     info = json.loads((path.parent / (path.name + ".json")).read_text())
