@@ -94,7 +94,7 @@ def build_head(feature_dim: int, head_units: Sequence[int] = (1024, 512),
         raise ValueError(f"head_units {tuple(head_units)} and head_dropout {tuple(head_dropout)} need the same length")
     features = keras.Input(shape=(feature_dim,), name="features")
     # fastai's BatchNorm1d keeps PyTorch's momentum 0.1; Keras's default 0.99 leaves the moving statistics at their
-    # initial 0/1 for hundreds of steps, so inference normalised pooled features ~15x too little (head-only = base rate).
+    # initial 0/1 for hundreds of steps, so inference normalised pooled features ~10x too little (head-only = base rate).
     norm = lambda name: layers.BatchNormalization(momentum=resnet.TORCH_BN_MOMENTUM, name=name)  # noqa: E731
     x = norm("bn0")(features) if batch_norm else features
     for index, (units, rate) in enumerate(zip(head_units, head_dropout), start=1):
