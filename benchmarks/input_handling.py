@@ -47,21 +47,23 @@ def load_folder(data: str):
     return {k: (v if k == "img" else np.asarray(v)) for k, v in out.items()}
 
 
-# Measured alternatives to the package's rule (`preprocess.to_model_input`, "resize"); none beat it on seed 1 (README).
-RULES = ("resize", "maxpool", "norm", "norm_max", "detect", "detect_fixed")
+# The package's rules (`preprocess.INPUT_RULES`: "resize", "detect") and measured alternatives (README: input handling).
+RULES = ("resize", "maxpool", "norm", "norm_max", "detect", "detect_extent", "detect_fixed", "detect_masked")
+DETECT_VARIANTS = {"detect_extent": {}, "detect_fixed": {"fixed": True}, "detect_masked": {"fixed": True, "masked": True}}
 NORM_BACKGROUND = 16.0  # background-normalised rules: sky median → this grey level,
 NORM_LEVELS_PER_SIGMA = 8.0  # one robust noise sigma → this many levels (saturates at ~30 sigma)
 
 
 def model_input(image, size: int, rule: str):
-    """(H, W, C) uint8 → (S, S, 1) float32 0..255 by `rule`: "resize" is the package's rule; "maxpool" pads to a
+    """(H, W, C) uint8 → (S, S, 1) float32 0..255 by `rule`: "resize" and "detect" are the package's rules;
+    "detect_*" are variants of "detect" (`detection_crop`); "maxpool" pads to a
     square and takes the maximum over f×f blocks (a one-pixel streak keeps its full brightness); "norm" resizes,
     then maps the sky median and robust noise sigma to fixed grey levels; "norm_max" does that after the block max."""
-    if rule == "resize":
-        return preprocess.to_model_input(image, size)
+    if rule in preprocess.INPUT_RULES:
+        return preprocess.to_model_input(image, size, rule)
     image = preprocess.to_grayscale(tf.cast(image, tf.float32))
-    if rule in ("detect", "detect_fixed"):
-        return tf.ensure_shape(detection_crop(image, size, fixed=rule == "detect_fixed"), [size, size, 1])
+    if rule in DETECT_VARIANTS:
+        return tf.ensure_shape(detection_crop(image, size, **DETECT_VARIANTS[rule]), [size, size, 1])
     if rule == "maxpool":
         image = preprocess.pad_to_square(_block_max(preprocess.pad_to_square(image), size), size)
     else:
@@ -103,78 +105,32 @@ def _hw(image):
     return shape[-3], shape[-2]
 
 
-def _upscale_small(image, size):
-    """Bilinear upscale so that the longer side is at least `size` (no-op for larger images)."""
-    height, width = _hw(image)
-    side = tf.maximum(height, width)
-
-    def up():
-        scale = tf.cast(size, tf.float32) / tf.cast(side, tf.float32)
-        new = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
-        return tf.image.resize(image, tf.maximum(new, 1), method="bilinear")
-
-    return tf.cond(side < size, up, lambda: image)
+_block_max = preprocess.block_max
+CAPTION_BAND, EDGE_BAND = preprocess.CAPTION_BAND, preprocess.EDGE_BAND
 
 
-def _block_max(image, size):
-    """Downscale by the maximum over f×f blocks, f = ceil(longer side / size): a one-pixel streak stays at its
-    full brightness. The edges are padded by repeating the last row/column, so no black seams appear."""
-    image = _upscale_small(image, size)
-    height, width = _hw(image)
-    f = (tf.maximum(height, width) + size - 1) // size
-    out_h, out_w = (height + f - 1) // f, (width + f - 1) // f
-    rank = len(image.shape)
-    pad = [[0, 0]] * (rank - 3) + [[0, out_h * f - height], [0, out_w * f - width], [0, 0]]
-    image = tf.pad(image, pad, mode="SYMMETRIC")
-    lead = tf.shape(image)[:-3]
-    blocks = tf.reshape(image, tf.concat([lead, [out_h, f, out_w, f, tf.shape(image)[-1]]], 0))
-    return tf.reduce_max(blocks, axis=[-4, -2])
-
-
-DETECT_WORK_SIDE = 256  # the detector looks at a block-max view of at most this side
-DETECT_LINE = 7  # a structure must hold a straight segment of this many work pixels in some direction
-
-
-def _shift(padded, dy, dx, pad):
-    """An (H, W) image padded by `pad` on every side, read back shifted by (dy, dx)."""
-    h, w = tf.shape(padded)[0] - 2 * pad, tf.shape(padded)[1] - 2 * pad
-    return tf.slice(padded, [pad + dy, pad + dx], [h, w])
-
-
-def line_opening(x, length=DETECT_LINE, directions=8):
-    """Max over directions of the grey opening by a straight segment: keeps what holds a segment of `length`
-    pixels (streaks, edges of lines), removes stars, noise and text strokes shorter than that."""
-    import math
-
-    half = length // 2
-    padded = tf.pad(x, [[half, half], [half, half]], mode="SYMMETRIC")
-    out = tf.zeros_like(x)
-    for j in range(directions):
-        a = math.pi * j / directions
-        offs = sorted({(round(k * math.sin(a)), round(k * math.cos(a))) for k in range(-half, half + 1)})
-        ero = tf.reduce_min(tf.stack([_shift(padded, dy, dx, half) for dy, dx in offs]), 0)
-        ero_p = tf.pad(ero, [[half, half], [half, half]], mode="SYMMETRIC")
-        dil = tf.reduce_max(tf.stack([_shift(ero_p, -dy, -dx, half) for dy, dx in offs]), 0)
-        out = tf.maximum(out, dil)
-    return out
-
-
-def detection_crop(image, size, fixed=False):
-    """(H, W, 1) float gray → (size, size, 1): a square window of the full-resolution capture around its
-    strongest line-like structure (white top-hat, then a line opening, on a block-max view), resized to `size`.
-    `fixed`: the window is 2·size native pixels (the tells at near-native resolution); otherwise it spans the
-    structure's extent (at least `size`), capped by the frame."""
+def detection_crop(image, size, fixed=False, masked=False, widen=False):
+    """Variants of the package's "detect" rule (`preprocess.detection_window` = fixed, masked and widened), to
+    measure what each part brings: `fixed` a 2·size native window (else one spanning the structure's extent, at
+    least `size`); `masked` the caption bands and frame edges not searched; `widen` the top-hat dilated 3×3 first."""
     height, width = _hw(image)
     longer = tf.maximum(height, width)
-    work_side = tf.minimum(longer, DETECT_WORK_SIDE)
-    f = (longer + work_side - 1) // work_side  # the factor _block_max uses
-    work = _block_max(image, work_side)[..., 0]
-    x4 = work[None, ..., None]
+    work_side = tf.minimum(longer, preprocess.DETECT_WORK_SIDE)
+    f = (longer + work_side - 1) // work_side  # the factor block_max uses
+    x4 = _block_max(image, work_side)[None]
     opened = tf.nn.max_pool2d(-tf.nn.max_pool2d(-x4, 5, 1, "SAME"), 5, 1, "SAME")
-    tophat = (x4 - opened)[0, ..., 0]
-    score = line_opening(tophat)
+    tophat = x4 - opened
+    if widen:
+        tophat = tf.nn.max_pool2d(tophat, 3, 1, "SAME")
+    score = preprocess.line_opening(tophat[0, ..., 0])
     smooth = tf.nn.avg_pool2d(score[None, ..., None], 5, 1, "SAME")[0, ..., 0]
     wh = tf.shape(smooth)
+    if masked:
+        rows = tf.cast(tf.range(wh[0]), tf.float32) / tf.cast(wh[0], tf.float32)
+        cols = tf.cast(tf.range(wh[1]), tf.float32) / tf.cast(wh[1], tf.float32)
+        keep = ((rows >= CAPTION_BAND) & (rows < 1 - CAPTION_BAND))[:, None] & \
+            ((cols >= EDGE_BAND) & (cols < 1 - EDGE_BAND))[None, :]
+        smooth = tf.where(keep, smooth, tf.zeros_like(smooth))
     flat = tf.argmax(tf.reshape(smooth, [-1]), output_type=tf.int32)
     cy, cx = flat // wh[1], flat % wh[1]
     if fixed:
@@ -234,7 +190,7 @@ def train_and_score(x, y, train, test, args):
         compile_for_phase(model, lr)
         model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(lr, epochs * steps, alpha=1e-3)
         model.fit(_training_data(x[train], y[train], args), epochs=epochs, verbose=0)
-    return model.predict(x[test], batch_size=64, verbose=0)[:, 0]  # P(meteor)
+    return model.predict(x[test], batch_size=64, verbose=0)[:, 0], model  # P(meteor)
 
 
 def adapt_batch_norm(model, images, seed, count=256):
@@ -272,6 +228,34 @@ def _training_data(x, y, args):
     return ds.prefetch(2)
 
 
+def score_folder(model, folder: str, rule: str, size: int) -> str:
+    """AUC, meteor recall and false alarms at 0.5 of a trained model on any labelled folder (meteor/, non_meteor/),
+    whole images and centre-square crops, through `rule`: a diagnosis only; nothing is chosen on it."""
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    images, labels = [], []
+    for label, cls in enumerate(("meteor", "non_meteor")):
+        for name in sorted(os.listdir(os.path.join(folder, cls))):
+            with Image.open(os.path.join(folder, cls, name)) as im:
+                images.append(np.asarray(im.convert("L")))
+            labels.append(label)
+    is_meteor = np.asarray(labels) == 0
+    lines = []
+    for view, views in (("whole", images), ("centre crop", [_centre_square(im) for im in images])):
+        p = model.predict(make_inputs(views, rule, size), batch_size=64, verbose=0)[:, 0]
+        lines.append(f"  {folder} ({view}): AUC {roc_auc_score(is_meteor, p):.3f}, meteors found "
+                     f"{int((p[is_meteor] > 0.5).sum())}/{int(is_meteor.sum())}, false alarms "
+                     f"{int((p[~is_meteor] > 0.5).sum())}/{int((~is_meteor).sum())}")
+    return "\n".join(lines)
+
+
+def _centre_square(image):
+    h, w = image.shape[:2]
+    side = min(h, w)
+    return image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+
+
 def report(rule, p_meteor, y, groups_by, test):
     from sklearn.metrics import roc_auc_score
 
@@ -303,6 +287,8 @@ def main(argv=None):
                    "training part of --data; the test part of --data is scored either way")
     p.add_argument("--train_count", type=int, default=0, help="with --train_data: a random stratified subset of "
                    "this many captures (0: all)")
+    p.add_argument("--score_folder", default="", help="also score each trained model on this labelled folder "
+                   "(meteor/, non_meteor/; e.g. ../shared/real_captures): a diagnosis, never used to choose")
     p.add_argument("--mixed_precision", default="float32", choices=("float32", "mixed_bfloat16"))
     args = p.parse_args(argv)
 
@@ -333,13 +319,15 @@ def main(argv=None):
             yy = np.concatenate([y_tr, y[test]])
             tr, te = np.arange(len(y_tr)), len(y_tr) + np.arange(len(test))
             groups = {k: np.concatenate([np.full(len(y_tr), ""), d[k][test]]) for k in ("kind", "sub")}
-            p_meteor = train_and_score(x, yy, tr, te, args)
+            p_meteor, model = train_and_score(x, yy, tr, te, args)
             text, acc, auc = report(rule, p_meteor, yy, groups, te)
         else:
             x = make_inputs(d["img"], rule, args.image_size)
-            p_meteor = train_and_score(x, y, train, test, args)
+            p_meteor, model = train_and_score(x, y, train, test, args)
             text, acc, auc = report(rule, p_meteor, y, {"kind": d["kind"], "sub": d["sub"]}, test)
         print(text + f"\n  ({time.time() - t1:.0f} s)", flush=True)
+        if args.score_folder:
+            print(score_folder(model, args.score_folder, rule, args.image_size), flush=True)
         results.append((rule, acc, auc))
     print("\nrule                 accuracy   AUC")
     for rule, acc, auc in results:

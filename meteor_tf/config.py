@@ -11,6 +11,7 @@ DEPTHS = (18, 34, 50, 101)
 LAYOUTS = ("torchvision", "keras")
 PRETRAINS = ("imagenet", "fashion_mnist", "none")
 AUGMENTS = ("none", "on_side", "complete")
+INPUT_RULES = ("resize", "detect")  # meteor_tf.data.preprocess.INPUT_RULES (no TensorFlow import here)
 STRATEGIES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
 FMNIST_BACKBONES = ("shipped", "pretrain")
@@ -91,6 +92,7 @@ class ExperimentConfig:
     data: str = "embedded"  # "embedded" or a folder with one subfolder per class
     class_dirs: Tuple[str, str] = ("meteor", "non_meteor")
     image_size: int = 224
+    input_rule: str = "resize"  # how a capture becomes the S×S input (meteor_tf.data.preprocess)
     augment: str = "none"
     embedded_meteors: int = 1000
     embedded_non_meteors: int = 660
@@ -139,6 +141,7 @@ class ExperimentConfig:
         _check("layout", self.layout, LAYOUTS)
         _check("pretrain", self.pretrain, PRETRAINS)
         _check("augment", self.augment, AUGMENTS)
+        _check("input_rule", self.input_rule, INPUT_RULES)
         _check("strategy", self.strategy, STRATEGIES)
         _check("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _check("fmnist_backbone", self.fmnist_backbone, FMNIST_BACKBONES)

@@ -44,7 +44,8 @@ def open_model(model: str, work_dir: Path):
     path = Path(model)
     if path.suffix == ".keras":
         threshold = FLAGS.threshold if FLAGS.threshold is not None else 0.5
-        version = ex.export_savedmodel(ex.load_keras_model(path), work_dir, "meteor", threshold=threshold)
+        version = ex.export_savedmodel(ex.load_keras_model(path), work_dir, "meteor", threshold=threshold,
+                                       metadata={"input_rule": ex.input_rule_beside(path)})
         return client.open_backend(model=str(version))
     if path.is_dir() and (path / "final" / "model.keras").is_file():
         return client.open_backend(model=str(ex.export_run(path, work_dir)))

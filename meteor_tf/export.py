@@ -155,7 +155,7 @@ def _comparison_data(meta: dict):
     size = int(meta["image_size"])
     rng = np.random.default_rng(0)
     if FLAGS.data:
-        examples = load_folder(FLAGS.data, size)
+        examples = load_folder(FLAGS.data, size, rule=meta.get("input_rule") or "resize")
         order = rng.permutation(len(examples.labels))
         # calibrate on captures kept out of the comparison when there are enough of them
         n_cal = min(FLAGS.calibration_images, len(order) // 2)

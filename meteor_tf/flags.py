@@ -46,6 +46,9 @@ def define_flags() -> None:
                         "subfolder per class (see --class_dirs).")
     flags.DEFINE_list("class_dirs", list(d.class_dirs), "Subfolder names for the meteor and non-meteor classes.")
     flags.DEFINE_integer("image_size", d.image_size, "Square model input size in pixels (paper: 224).")
+    flags.DEFINE_enum("input_rule", d.input_rule, list(cfg.INPUT_RULES),
+                      "How a capture becomes the square input: 'resize' the whole capture, or 'detect': a "
+                      "2*image_size-pixel window around its strongest line-like structure (README: input handling).")
     flags.DEFINE_enum("augment", d.augment, list(cfg.AUGMENTS), "Run-time augmentation (paper Table 2).")
     flags.DEFINE_integer("embedded_meteors", d.embedded_meteors, "Meteor captures in the embedded dataset.")
     flags.DEFINE_integer("embedded_non_meteors", d.embedded_non_meteors,

@@ -53,23 +53,24 @@ class Examples:
 
 
 def load_examples(config) -> Examples:
-    """All examples of `config.data` ("embedded" or a folder) at `config.image_size`, in memory, by id."""
+    """All examples of `config.data` ("embedded" or a folder) at `config.image_size` by `config.input_rule`, in
+    memory, by id."""
     if config.data == EMBEDDED:
         examples = load_embedded(config.image_size, config.embedded_meteors, config.embedded_non_meteors,
-                                 data_dir=config.tfds_data_dir)
+                                 data_dir=config.tfds_data_dir, rule=config.input_rule)
     else:
-        examples = load_folder(config.data, config.image_size, class_dirs=config.class_dirs)
+        examples = load_folder(config.data, config.image_size, class_dirs=config.class_dirs, rule=config.input_rule)
     logging.info("Loaded %d examples from %s (%s), %d skipped", len(examples), examples.source,
                  examples.class_counts(), len(examples.skipped))
     return examples
 
 
 def load_folder(root, image_size: int, class_dirs=("meteor", "non_meteor"),
-                max_pixels: int = folder.DEFAULT_MAX_PIXELS) -> Examples:
+                max_pixels: int = folder.DEFAULT_MAX_PIXELS, rule: str = preprocess.DEFAULT_INPUT_RULE) -> Examples:
     """A capture folder (see `meteor_tf.data.folder` for the layout, the formats and the bad-file rules)."""
     scan = folder.scan_folder(root, class_dirs=class_dirs, max_pixels=max_pixels)
     logging.info("Decoding %d images from %s", len(scan.paths), scan.root)
-    images, kept, skipped = folder.load_images(scan, image_size)
+    images, kept, skipped = folder.load_images(scan, image_size, rule=rule)
     for label, class_dir in enumerate(class_dirs):
         if not np.any(np.asarray(scan.labels, dtype=np.int64)[kept] == label):
             raise DataLayoutError(f"No image of class {class_dir!r} in {scan.root} could be decoded "
@@ -84,13 +85,14 @@ def load_folder(root, image_size: int, class_dirs=("meteor", "non_meteor"),
                     source=scan.root)
 
 
-def load_embedded(image_size: int, meteors: int, non_meteors: int, data_dir=None) -> Examples:
+def load_embedded(image_size: int, meteors: int, non_meteors: int, data_dir=None,
+                  rule: str = preprocess.DEFAULT_INPUT_RULE) -> Examples:
     """The embedded synthetic night-sky dataset (`meteor_tf.data.night_sky`), made with `EMBEDDED_SEED`."""
     night_sky = _night_sky_module()
     ds = night_sky.load_night_sky(data_dir=data_dir, meteors=meteors, non_meteors=non_meteors,
                                   seed=EMBEDDED_SEED)
     keys = ("label", "sub_label", "scene_id", "example_id")
-    ds = ds.map(lambda ex: {"image": preprocess.to_model_input(ex["image"], image_size),
+    ds = ds.map(lambda ex: {"image": preprocess.to_model_input(ex["image"], image_size, rule),
                             **{key: ex[key] for key in keys}},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     parts = {key: [] for key in ("image", "label", "sub_label", "scene_id", "example_id")}

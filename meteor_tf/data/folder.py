@@ -186,7 +186,7 @@ def _sorted_by_id(scan: FolderScan) -> FolderScan:
 # Decoding
 
 
-def load_images(scan: FolderScan, image_size: int, progress: bool = True):
+def load_images(scan: FolderScan, image_size: int, progress: bool = True, rule: str = preprocess.DEFAULT_INPUT_RULE):
     """Decode and preprocess a scan's images → (images float32 (M, S, S, 1), kept indices (M,), skipped).
 
     TensorFlow decodes in parallel (tf.data, AUTOTUNE); files it cannot decode are retried with Pillow; files
@@ -195,14 +195,14 @@ def load_images(scan: FolderScan, image_size: int, progress: bool = True):
     images = {}
     tf_indices = [i for i, fmt in enumerate(scan.formats) if fmt in TF_FORMATS]
     tf_paths = [scan.paths[i] for i in tf_indices]
-    for index, image in _decode_with_tf(tf_paths, tf_indices, image_size, progress):
+    for index, image in _decode_with_tf(tf_paths, tf_indices, image_size, progress, rule):
         images[index] = image
     skipped: Skipped = []
     for index in range(len(scan.paths)):  # TIFF, and whatever TensorFlow refused
         if index in images:
             continue
         try:
-            images[index] = to_model_input_numpy(read_with_pillow(scan.paths[index]), image_size)
+            images[index] = to_model_input_numpy(read_with_pillow(scan.paths[index]), image_size, rule)
         except Exception as e:  # noqa: BLE001 — any decoder failure means: skip this file, load the rest
             _skip(skipped, scan.root, scan.ids[index], f"cannot be decoded ({_describe(e)})")
     kept = np.array(sorted(images), dtype=np.int64)
@@ -211,14 +211,14 @@ def load_images(scan: FolderScan, image_size: int, progress: bool = True):
     return stacked, kept, skipped
 
 
-def _decode_with_tf(paths: List[str], indices: List[int], image_size: int, progress: bool):
+def _decode_with_tf(paths: List[str], indices: List[int], image_size: int, progress: bool, rule: str):
     """Yield (index, model input) per file TensorFlow decodes; failures drop out (Pillow retries them)."""
     if not paths:
         return
     # paths as bytes: a name that is not valid UTF-8 (surrogate-escaped by Python) cannot become a str tensor
     ds = tf.data.Dataset.from_tensor_slices((np.array(indices, np.int64),
                                              np.array([os.fsencode(p) for p in paths], dtype=object)))
-    ds = ds.map(lambda i, p: (i, preprocess.preprocess_bytes(tf.io.read_file(p), image_size)),
+    ds = ds.map(lambda i, p: (i, preprocess.preprocess_bytes(tf.io.read_file(p), image_size, rule)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().prefetch(tf.data.AUTOTUNE)  # a bad file drops out here; its index tells which
     bar = _progress(len(paths), "decoding images", enabled=progress)
@@ -259,9 +259,9 @@ def pil_to_uint8(image: Image.Image) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def to_model_input_numpy(image: np.ndarray, image_size: int) -> np.ndarray:
+def to_model_input_numpy(image: np.ndarray, image_size: int, rule: str = preprocess.DEFAULT_INPUT_RULE) -> np.ndarray:
     """`preprocess.to_model_input` on a numpy image, as numpy."""
-    return preprocess.to_model_input(tf.constant(image), image_size).numpy()
+    return preprocess.to_model_input(tf.constant(image), image_size, rule).numpy()
 
 
 def _describe(error: Exception) -> str:

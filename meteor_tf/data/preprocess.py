@@ -4,8 +4,13 @@ Training (folder and embedded data) and serving (the SavedModel's bytes signatur
 so a picture gives the model the same tensor whichever way it arrives. Everything here traces into a graph
 (`tf.function`, `tf.data.Dataset.map`, SavedModel signatures).
 
-The model-input rule (`to_model_input`): grayscale → antialiased resize of the longer side to S (aspect kept) →
-pad to S×S with black, float32 values 0..255.
+The model-input rules (`to_model_input`, `INPUT_RULES`), each giving float32 (S, S, 1), values 0..255:
+
+- "resize": grayscale → antialiased resize of the longer side to S (aspect kept) → pad to S×S with black.
+- "detect": grayscale → a 2S-pixel square window of the full-resolution capture around its strongest line-like
+  structure (found on a block-max view, caption bands and frame edges not searched) → resized to S. At S = 64 a
+  640×480 frame resized whole shrinks a streak ten times, to about a pixel; the window keeps it at half its native
+  size (benchmarks/input_handling.py measures both; the README has the figures).
 
 - Pad, not stretch: a night-sky frame is black outside the camera's field, so black padding adds nothing that
   is not already there, while stretching a 4:3 frame to a square would bend the angles of the streaks the
@@ -68,14 +73,33 @@ def pad_to_square(image: tf.Tensor, side=None) -> tf.Tensor:
     return tf.image.pad_to_bounding_box(image, (side - height) // 2, (side - width) // 2, side, side)
 
 
-def to_model_input(image, image_size: int) -> tf.Tensor:
+INPUT_RULES = ("resize", "detect")
+DEFAULT_INPUT_RULE = "resize"
+
+
+def check_input_rule(rule: str) -> str:
+    if rule not in INPUT_RULES:
+        raise ValueError(f"input rule {rule!r} is not one of {', '.join(INPUT_RULES)} (--input_rule)")
+    return rule
+
+
+def to_model_input(image, image_size: int, rule: str = DEFAULT_INPUT_RULE) -> tf.Tensor:
     """The model's input from a decoded image: float32 (S, S, 1), values 0..255 (S = `image_size`).
 
     `image` is (H, W, C) or a batch (N, H, W, C) of equal-size images, any channel count `to_grayscale` takes,
-    uint8 (or float 0..255). Gray → antialiased resize keeping the aspect → pad to a square with black; see the
-    module docstring for why (benchmarks/input_handling.py measures the alternatives).
+    uint8 (or float 0..255). `rule` is one of `INPUT_RULES` (module docstring): "resize" is gray → antialiased
+    resize keeping the aspect → pad to a square with black; "detect" is gray → `detection_window`.
     """
     image = to_grayscale(tf.cast(tf.convert_to_tensor(image), tf.float32))
+    if check_input_rule(rule) == "detect":
+        if len(image.shape) == 4:
+            image = tf.map_fn(lambda one: detection_window(one, image_size), image,
+                              fn_output_signature=tf.TensorSpec([image_size, image_size, 1], tf.float32))
+        else:
+            image = detection_window(image, image_size)
+        image = tf.clip_by_value(image, 0.0, 255.0)
+        image.set_shape(image.shape[:-3].concatenate([image_size, image_size, 1]))
+        return image
     # Resize first, then pad at the output size: padding a 786504×8 strip to a square at full size would ask
     # for a 786504² tensor (a fuzzed TIFF header did).
     image = pad_to_square(fit_longer_side(image, image_size), image_size)
@@ -97,15 +121,111 @@ def fit_longer_side(image, size):
     return tf.image.resize(image, tf.clip_by_value(new, 1, size), method="bilinear", antialias=True)
 
 
-def preprocess_bytes(image_bytes, image_size: int) -> tf.Tensor:
+def preprocess_bytes(image_bytes, image_size: int, rule: str = DEFAULT_INPUT_RULE) -> tf.Tensor:
     """Encoded image bytes (scalar tf.string) → model input (S, S, 1): decode_image + to_model_input."""
-    return to_model_input(decode_image(image_bytes), image_size)
+    return to_model_input(decode_image(image_bytes), image_size, rule)
 
 
-def preprocess_bytes_batch(image_bytes, image_size: int) -> tf.Tensor:
+def preprocess_bytes_batch(image_bytes, image_size: int, rule: str = DEFAULT_INPUT_RULE) -> tf.Tensor:
     """A batch (N,) of encoded images of any sizes → (N, S, S, 1) float32, one `preprocess_bytes` per image.
 
     The form a serving signature on `tf.TensorSpec([None], tf.string)` needs.
     """
-    return tf.map_fn(lambda b: preprocess_bytes(b, image_size), image_bytes,
+    return tf.map_fn(lambda b: preprocess_bytes(b, image_size, rule), image_bytes,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 1], tf.float32))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The "detect" rule: where in a large frame to look
+
+DETECT_WORK_SIDE = 256  # the detector looks at a block-max view of at most this side
+DETECT_LINE = 7  # a structure must hold a straight segment of this many work pixels in some direction
+CAPTION_BAND = 0.08  # top and bottom bands where cameras burn captions and timestamps: not searched
+EDGE_BAND = 0.03  # nor the left and right edges (frame borders)
+
+
+def _height_width(image):
+    shape = tf.shape(image)
+    return shape[-3], shape[-2]
+
+
+def _upscale_small(image, size):
+    """Bilinear upscale so that the longer side is at least `size` (no-op for larger images)."""
+    height, width = _height_width(image)
+    side = tf.maximum(height, width)
+
+    def up():
+        scale = tf.cast(size, tf.float32) / tf.cast(side, tf.float32)
+        new = tf.cast(tf.math.ceil(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
+        return tf.image.resize(image, tf.maximum(new, 1), method="bilinear")
+
+    return tf.cond(side < size, up, lambda: image)
+
+
+def block_max(image, size):
+    """Downscale (H, W, C) by the maximum over f×f blocks, f = ceil(longer side / size): a one-pixel streak keeps
+    its full brightness. Edges are padded by repeating the last row/column, so no black seams appear."""
+    image = _upscale_small(image, size)
+    height, width = _height_width(image)
+    f = (tf.maximum(height, width) + size - 1) // size
+    out_h, out_w = (height + f - 1) // f, (width + f - 1) // f
+    rank = len(image.shape)
+    pad = [[0, 0]] * (rank - 3) + [[0, out_h * f - height], [0, out_w * f - width], [0, 0]]
+    image = tf.pad(image, pad, mode="SYMMETRIC")
+    lead = tf.shape(image)[:-3]
+    blocks = tf.reshape(image, tf.concat([lead, [out_h, f, out_w, f, tf.shape(image)[-1]]], 0))
+    return tf.reduce_max(blocks, axis=[-4, -2])
+
+
+def _shifted(padded, dy, dx, pad):
+    """An (H, W) image padded by `pad` on every side, read back shifted by (dy, dx)."""
+    h, w = tf.shape(padded)[0] - 2 * pad, tf.shape(padded)[1] - 2 * pad
+    return tf.slice(padded, [pad + dy, pad + dx], [h, w])
+
+
+def line_opening(x, length: int = DETECT_LINE, directions: int = 8):
+    """Max over directions of the grey opening of (H, W) `x` by a straight segment of `length` pixels: keeps
+    what holds such a segment (streaks, trails), removes stars, noise and text strokes shorter than that."""
+    import math
+
+    half = length // 2
+    padded = tf.pad(x, [[half, half], [half, half]], mode="SYMMETRIC")
+    out = tf.zeros_like(x)
+    for j in range(directions):
+        a = math.pi * j / directions
+        offsets = sorted({(round(k * math.sin(a)), round(k * math.cos(a))) for k in range(-half, half + 1)})
+        eroded = tf.reduce_min(tf.stack([_shifted(padded, dy, dx, half) for dy, dx in offsets]), 0)
+        eroded = tf.pad(eroded, [[half, half], [half, half]], mode="SYMMETRIC")
+        out = tf.maximum(out, tf.reduce_max(tf.stack([_shifted(eroded, -dy, -dx, half) for dy, dx in offsets]), 0))
+    return out
+
+
+def detection_window(image, size: int) -> tf.Tensor:
+    """(H, W, 1) float gray → (size, size, 1): the 2·size-pixel square of the full-resolution capture centred on
+    its strongest line-like structure (white top-hat, then `line_opening`, on a `block_max` view of at most
+    `DETECT_WORK_SIDE`; the caption bands and frame edges are not searched), resized to `size` and padded.
+    A capture no larger than the window is the "resize" rule's picture."""
+    height, width = _height_width(image)
+    longer = tf.maximum(height, width)
+    work_side = tf.minimum(longer, DETECT_WORK_SIDE)
+    f = (longer + work_side - 1) // work_side  # the factor block_max uses
+    work = block_max(image, work_side)[None]
+    opened = tf.nn.max_pool2d(-tf.nn.max_pool2d(-work, 5, 1, "SAME"), 5, 1, "SAME")
+    # white top-hat (what is brighter than its 5-px surroundings), widened by 3×3 so a 1-px line at any angle
+    # holds the discrete segments of line_opening; stars stay shorter than DETECT_LINE and drop out
+    tophat = tf.nn.max_pool2d(work - opened, 3, 1, "SAME")[0, ..., 0]
+    score = line_opening(tophat)
+    score = tf.nn.avg_pool2d(score[None, ..., None], 5, 1, "SAME")[0, ..., 0]
+    shape = tf.shape(score)
+    rows = tf.cast(tf.range(shape[0]), tf.float32) / tf.cast(shape[0], tf.float32)
+    cols = tf.cast(tf.range(shape[1]), tf.float32) / tf.cast(shape[1], tf.float32)
+    searched = (((rows >= CAPTION_BAND) & (rows < 1 - CAPTION_BAND))[:, None]
+                & ((cols >= EDGE_BAND) & (cols < 1 - EDGE_BAND))[None, :])
+    score = tf.where(searched, score, tf.zeros_like(score))
+    flat = tf.argmax(tf.reshape(score, [-1]), output_type=tf.int32)
+    centre_y, centre_x = (flat // shape[1]) * f + f // 2, (flat % shape[1]) * f + f // 2
+    side = tf.minimum(2 * size, longer)
+    top = tf.clip_by_value(centre_y - side // 2, 0, tf.maximum(height - side, 0))
+    left = tf.clip_by_value(centre_x - side // 2, 0, tf.maximum(width - side, 0))
+    window = image[top:top + side, left:left + side]
+    return pad_to_square(fit_longer_side(window, size), size)

@@ -200,6 +200,7 @@ class Backend(abc.ABC):
 
     threshold: Optional[float] = None
     image_size: Optional[int] = None
+    input_rule: str = "resize"  # how a capture becomes the model's input (preprocess.INPUT_RULES)
 
     @abc.abstractmethod
     def predict_bytes(self, images: Sequence[bytes]) -> Predictions:
@@ -234,6 +235,7 @@ class LocalBackend(Backend):
         self.model = ExportedModel(self.path)
         self.threshold = float(self.model.threshold)
         self.image_size = int(self.model.image_size)
+        self.input_rule = self.model.input_rule
         self.version = _int_or_none(os.path.basename(os.path.normpath(self.path)))
 
     def predict_bytes(self, images: Sequence[bytes]) -> Predictions:
@@ -266,6 +268,7 @@ class TFLiteBackend(Backend):
         self.name = name
         self.model = TFLiteModel(self.path)
         self.image_size = int(self.model.image_size)
+        self.input_rule = self.model.input_rule
         stored = getattr(self.model, "threshold", None)
         if threshold is None and stored is None:
             raise ServingError(f"{self.path} has no threshold beside it ({_tflite_json(self.path)} missing); "
@@ -278,7 +281,8 @@ class TFLiteBackend(Backend):
         from meteor_tf.data import preprocess
 
         try:
-            batch = np.stack([preprocess.preprocess_bytes(tf.constant(b), self.image_size).numpy() for b in images])
+            batch = np.stack([preprocess.preprocess_bytes(tf.constant(b), self.image_size, self.input_rule).numpy()
+                              for b in images])
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             raise InvalidImageError(f"cannot decode the image: {_first_line(e)}") from None
         probability = np.asarray(self.model.predict_images(batch), np.float32).reshape(-1)

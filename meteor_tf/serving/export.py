@@ -140,7 +140,7 @@ def _checked_bytes(image_bytes):
         return tf.identity(image_bytes)
 
 
-def _archive(model, image_size: int, threshold: float, explain: bool):
+def _archive(model, image_size: int, threshold: float, explain: bool, input_rule: str):
     import keras
     import tensorflow as tf
 
@@ -154,7 +154,7 @@ def _archive(model, image_size: int, threshold: float, explain: bool):
     # second time through its keras.Variable wrapper (2x size on disk and in TF Serving's RAM, keras-team/keras#23553).
 
     def predict_bytes(image_bytes):
-        return _outputs(model, preprocess_bytes_batch(_checked_bytes(image_bytes), image_size), thr)
+        return _outputs(model, preprocess_bytes_batch(_checked_bytes(image_bytes), image_size, input_rule), thr)
 
     def predict_images(images):
         return _outputs(model, images, thr)
@@ -204,11 +204,15 @@ def export_savedmodel(model, base_dir: PathLike, name: str = "meteor", *, thresh
         raise ValueError(f"the model must take (N, S, S, 1) gray images of a known size S; its input shape is "
                          f"{model.input_shape} (give metadata['image_size'] for a size-agnostic model)")
     image_size = int(image_size)
+    from meteor_tf.data.preprocess import DEFAULT_INPUT_RULE, check_input_rule
+
+    input_rule = check_input_rule(metadata.get("input_rule") or DEFAULT_INPUT_RULE)
     explain = _has_parts(model) if explain is None else explain
     model_dir = Path(base_dir) / name
     _check_version_free(model_dir, version)
 
-    meta = {"name": name, "image_size": image_size, "class_names": list(CLASS_NAMES), "meteor_index": METEOR}
+    meta = {"name": name, "image_size": image_size, "input_rule": input_rule, "class_names": list(CLASS_NAMES),
+            "meteor_index": METEOR}
     if _has_parts(model):
         meta["normalization"] = model.get_layer("preprocess").mode
     meta.update(metadata)
@@ -228,7 +232,7 @@ def export_savedmodel(model, base_dir: PathLike, name: str = "meteor", *, thresh
     partial = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=model_dir))
     try:
         os.chmod(partial, 0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
-        _archive(model, image_size, float(threshold), explain).write_out(str(partial), verbose=False)
+        _archive(model, image_size, float(threshold), explain, input_rule).write_out(str(partial), verbose=False)
         # ExportArchive has no public hook for extra asset files; TF Serving ships the whole version directory.
         (partial / "assets").mkdir(exist_ok=True)
         faults.point("export_write")
@@ -329,8 +333,9 @@ def run_metadata(run_dir: PathLike) -> dict:
             f"finish it")
     info = json.loads(info_path.read_text())
     config = info.get("config", {})
-    meta = {key: config.get(key) for key in ("depth", "layout", "pretrain", "image_size", "data", "augment",
-                                             "target_recall", "seed")}
+    meta = {key: config.get(key) for key in ("depth", "layout", "pretrain", "image_size", "input_rule", "data",
+                                             "augment", "target_recall", "seed")}
+    meta["input_rule"] = meta["input_rule"] or "resize"  # runs from before input rules existed resized
     meta.update({"normalization": info.get("normalization"), "class_names": info.get("class_names"),
                  "threshold_source": info.get("threshold_source"), "config": config,
                  "run_id": run_dir.name, "run_dir": str(run_dir.resolve()), "source_model": str(model_path.resolve())})
@@ -342,6 +347,14 @@ def run_metadata(run_dir: PathLike) -> dict:
         meta["provenance"] = json.loads((run_dir / "provenance.json").read_text())
     meta["threshold"] = float(info["threshold"])
     return meta
+
+
+def input_rule_beside(keras_path: PathLike) -> str:
+    """The input rule of a run's final/model.keras, from the model_info.json beside it ("resize" without one)."""
+    info = Path(keras_path).parent / "model_info.json"
+    if info.is_file():
+        return json.loads(info.read_text()).get("config", {}).get("input_rule") or "resize"
+    return "resize"
 
 
 def load_keras_model(path: PathLike):
@@ -388,6 +401,11 @@ class ExportedModel:
     @property
     def image_size(self) -> int:
         return int(self.metadata["image_size"])
+
+    @property
+    def input_rule(self) -> str:
+        """How a capture becomes the model's input (`preprocess.INPUT_RULES`); "resize" for older exports."""
+        return self.metadata.get("input_rule") or "resize"
 
     @property
     def version(self) -> Optional[int]:

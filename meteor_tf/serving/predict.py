@@ -350,10 +350,11 @@ class GradCamExplainer:
     """Grad-CAM overlays (`meteor_tf.serving.gradcam`) on the same model input as training, from a Keras classifier
     or from an exported SavedModel (its `explain_images` signature: no Keras needed at the station)."""
 
-    def __init__(self, model, source: str):
+    def __init__(self, model, source: str, input_rule: Optional[str] = None):
         self.model = model
         self.source = source
         self.image_size = int(model.image_size if hasattr(model, "signature_names") else model.input_shape[1])
+        self.input_rule = input_rule or getattr(model, "input_rule", None) or "resize"
 
     @classmethod
     def load(cls, keras_model=None, backend: Optional[client.Backend] = None) -> "GradCamExplainer":
@@ -364,7 +365,7 @@ class GradCamExplainer:
             for candidate in ([path] if path.suffix == ".keras" else [path / "final" / "model.keras",
                                                                         path / "model.keras"]):
                 if candidate.is_file():
-                    return cls(_load_keras(candidate), str(candidate))
+                    return cls(_load_keras(candidate), str(candidate), _input_rule_beside(candidate))
             try:
                 backend = client.LocalBackend(path)  # an exported savedmodels/NAME (or version) dir
             except FileNotFoundError:
@@ -395,10 +396,10 @@ class GradCamExplainer:
                 with open(path, "rb") as f:
                     data = client.prepare_image_bytes(f.read())
                 try:
-                    image = preprocess.preprocess_bytes(tf.constant(data), self.image_size)
+                    image = preprocess.preprocess_bytes(tf.constant(data), self.image_size, self.input_rule)
                 except tf.errors.InvalidArgumentError:  # TensorFlow refused it and Pillow read it when classifying
                     image = preprocess.preprocess_bytes(tf.constant(client.reencode_with_pillow(data)),
-                                                        self.image_size)
+                                                        self.image_size, self.input_rule)
                 images.append(image.numpy())
                 todo.append(r)
             except Exception as e:  # noqa: BLE001 — the capture changed under us: note it, keep its prediction
@@ -429,3 +430,9 @@ def _free_name(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
     return candidate
+
+
+def _input_rule_beside(path):
+    from meteor_tf.serving.export import input_rule_beside
+
+    return input_rule_beside(path)

@@ -122,6 +122,11 @@ class TFLiteModel:
         return float(self.metadata["threshold"])
 
     @property
+    def input_rule(self) -> str:
+        """How a capture becomes the model's input (`preprocess.INPUT_RULES`); "resize" for older files."""
+        return self.metadata.get("input_rule") or "resize"
+
+    @property
     def quantize(self) -> str:
         return self.metadata.get("quantize", "none")
 

@@ -91,3 +91,65 @@ def test_bytes_batch_in_a_serving_style_function():
     out = fn(tf.constant(images)).numpy()
     assert out.shape == (2, 16, 16, 1)
     np.testing.assert_allclose(out[0], preprocess.preprocess_bytes(images[0], 16).numpy())
+
+
+# ------------------------------------------------------------------------------------------------ the detect rule
+def _frame_with_streak_and_caption(rng, y0=150, x0=300):
+    """A 480×640 noisy night frame, a faint 1-px diagonal streak near (y0, x0) and a bright timestamp caption."""
+    frame = rng.normal(12, 2, (480, 640)).clip(0, 255)
+    for k in range(90):  # 90-px diagonal, 25 grey levels over the sky
+        frame[y0 + k // 2, x0 + k] += 25
+    frame[455:470, 20:400] = 0
+    for x in range(24, 396, 8):  # caption glyph strokes: short, bright, at the bottom
+        frame[457:468, x:x + 2] = 230
+        frame[461:463, x:x + 5] = 230
+    return frame.astype(np.float32)[..., None]
+
+
+def test_detect_window_finds_a_faint_streak_not_the_caption_and_keeps_it_bright():
+    frame = _frame_with_streak_and_caption(np.random.default_rng(0))
+    detect = preprocess.to_model_input(frame, 64, "detect").numpy()
+    resize = preprocess.to_model_input(frame, 64, "resize").numpy()
+    assert detect.shape == (64, 64, 1)
+    # the window is 128 native px (2·S) around the streak: at half its native size the +25 streak keeps ~+10 over
+    # the sky, while the whole-frame resize (10x smaller) averages it down to ~+3, and its brightest thing is the caption
+    assert 8 < detect.max() - np.median(detect) < 40  # the streak, not the 230-grey caption
+    streak_in_resize = resize[15:30, 30:46].max() - np.median(resize)
+    assert streak_in_resize < 5 and resize.max() > 50
+
+
+def test_detect_window_follows_the_streak():
+    rng = np.random.default_rng(1)
+    windows = [preprocess.to_model_input(_frame_with_streak_and_caption(rng, y0, x0), 64, "detect").numpy()
+               for y0, x0 in ((60, 60), (300, 480))]
+    for window in windows:  # wherever the streak is, the window holds a bright diagonal
+        rows = np.argmax(window[..., 0], axis=0)
+        bright = window[..., 0].max(axis=0) - np.median(window) > 6
+        assert bright.sum() > 20
+        slope = np.polyfit(np.flatnonzero(bright), rows[bright], 1)[0]
+        assert 0.3 < slope < 0.7  # the streak's 1:2 slope
+
+
+def test_detect_equals_resize_for_captures_no_larger_than_the_window():
+    image = np.random.default_rng(2).integers(0, 255, (100, 120, 1)).astype(np.uint8)
+    np.testing.assert_allclose(preprocess.to_model_input(image, 64, "detect").numpy(),
+                               preprocess.to_model_input(image, 64, "resize").numpy(), atol=1e-4)
+
+
+def test_detect_batch_and_bytes_match_one_image_at_a_time():
+    rng = np.random.default_rng(3)
+    frames = np.stack([_frame_with_streak_and_caption(rng, 100 + 40 * k, 100 + 90 * k) for k in range(3)])
+    batch = preprocess.to_model_input(frames, 32, "detect").numpy()
+    for k in range(3):
+        np.testing.assert_allclose(batch[k], preprocess.to_model_input(frames[k], 32, "detect").numpy(), atol=1e-4)
+    png = encode(frames[0, ..., 0].round().astype(np.uint8), "PNG")
+    fn = tf.function(lambda b: preprocess.preprocess_bytes_batch(b, 32, "detect"),
+                     input_signature=[tf.TensorSpec([None], tf.string)])
+    np.testing.assert_allclose(fn(tf.constant([png]))[0].numpy(),
+                               preprocess.to_model_input(np.round(frames[0]).astype(np.uint8), 32, "detect").numpy(),
+                               atol=1e-3)
+
+
+def test_an_unknown_input_rule_is_refused_by_name():
+    with pytest.raises(ValueError, match="'tile' is not one of resize, detect"):
+        preprocess.to_model_input(np.zeros((8, 8, 1), np.uint8), 32, "tile")

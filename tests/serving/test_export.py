@@ -342,3 +342,39 @@ def test_main_refuses_export_without_a_final_model(capsys):
     finally:
         flags.FLAGS.unparse_flags()
     assert "--export exports the final model: it needs --retrain_final" in capsys.readouterr().err
+
+
+def test_a_detect_rule_model_is_served_with_its_rule_by_every_backend(toy_model, tmp_path):
+    # The input rule travels in the export's metadata: the bytes signature, the in-process client, the TFLite
+    # backend and Grad-CAM all cut the same detection window the model was trained on (not a whole-frame resize).
+    from meteor_tf.data import preprocess
+    from meteor_tf.serving import client, tflite
+    from meteor_tf.serving.predict import GradCamExplainer
+
+    frame = np.full((240, 320), 5, np.uint8)
+    frame[100:103, 150:210] = 200  # a bright bar on a dark frame: the window around it is far brighter on average
+    png = encode(frame)
+    expected = {rule: float(toy_model(preprocess.to_model_input(frame[..., None], 32, rule)[None])[0, 0])
+                for rule in preprocess.INPUT_RULES}
+    assert expected["detect"] > expected["resize"] + 0.05
+    version = export.export_savedmodel(toy_model, tmp_path, threshold=0.5, metadata={"input_rule": "detect"})
+    assert export.load_metadata(version)["input_rule"] == "detect"
+    local = client.LocalBackend(version)
+    assert local.input_rule == "detect"
+    np.testing.assert_allclose(local.predict_bytes([png]).meteor_probability, [expected["detect"]], atol=1e-5)
+    lite_path = tflite.convert(version, tmp_path / "toy.tflite")
+    lite = client.TFLiteBackend(lite_path)
+    assert lite.input_rule == "detect"
+    np.testing.assert_allclose(lite.predict_bytes([png]).meteor_probability, [expected["detect"]], atol=1e-4)
+    explainer = GradCamExplainer.load(backend=local)
+    assert explainer.input_rule == "detect"
+    # an export without the key (older versions) resizes, as those models were trained
+    old = export.export_savedmodel(toy_model, tmp_path, threshold=0.5)
+    assert client.LocalBackend(old).input_rule == "resize"
+    np.testing.assert_allclose(client.LocalBackend(old).predict_bytes([png]).meteor_probability,
+                               [expected["resize"]], atol=1e-5)
+
+
+def test_an_unknown_input_rule_in_export_metadata_is_refused(toy_model, tmp_path):
+    with pytest.raises(ValueError, match="'crop' is not one of resize, detect"):
+        export.export_savedmodel(toy_model, tmp_path, threshold=0.5, metadata={"input_rule": "crop"})
