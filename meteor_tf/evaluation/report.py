@@ -29,7 +29,8 @@ def summary_markdown(config: dict, stats: Dict[str, dict], threshold: Optional[d
     """The run's summary: mean ± std over folds for both rows of the paper's tables."""
     lines = [f"# {title}", "",
              f"ResNet-{config['depth']} ({config['layout']} layout), pretrain={config['pretrain']}, "
-             f"augment={config['augment']}, {config['image_size']} px, "
+             f"augment={config['augment']}, {config['image_size']} px "
+             f"(input rule {config.get('input_rule') or 'resize'}), "
              f"{config['folds']} fold(s), head {config['head_epochs']} + fine-tune {config['fine_tune_epochs']} epochs, "
              f"batch {config['batch_size']}, seed {config['seed']}.", "",
              "Mean ± std over the test folds (threshold 0.5; precision, recall and F1 for the meteor class).", "",

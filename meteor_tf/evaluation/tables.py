@@ -32,7 +32,8 @@ PAPER = [
     ("Fig. 3", "ImageNet 50", dict(pretrain="imagenet", depth=50, augment="none"), ("plot", "plot")),
     ("Fig. 3", "ImageNet 101", dict(pretrain="imagenet", depth=101, augment="none"), ("plot", "plot")),
 ]
-SETTING_KEYS = ("image_size", "folds", "head_epochs", "fine_tune_epochs", "batch_size", "data", "layout")
+SETTING_KEYS = ("image_size", "input_rule", "folds", "head_epochs", "fine_tune_epochs", "batch_size", "data", "layout")
+SETTING_DEFAULTS = {"input_rule": "resize"}
 
 
 def finished_runs(output_dir: str) -> List[dict]:
@@ -55,7 +56,8 @@ def paper_tables(output_dir: str) -> str:
     runs = finished_runs(output_dir)
     groups: Dict[Tuple, List[dict]] = {}
     for r in runs:
-        groups.setdefault(tuple(str(r["config"].get(k)) for k in SETTING_KEYS), []).append(r)
+        # runs from before a setting existed ran with its default (input_rule: resize)
+        groups.setdefault(tuple(str(r["config"].get(k, SETTING_DEFAULTS.get(k))) for k in SETTING_KEYS), []).append(r)
     out = []
     for setting, members in groups.items():
         desc = ", ".join(f"{k}={v}" for k, v in zip(SETTING_KEYS, setting))
