@@ -1,22 +1,65 @@
 """Helpers shared by the serve/predict/client tests: the session's export (tests/serving/conftest.py: a tiny
 random-weights ResNet-18 at 32 px, exported by the real command with its TFLite conversions) gathered in one dict,
-a station's folder of captures, free ports."""
+a station's folder of captures, free ports, the serving CLI in a subprocess."""
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from tests.conftest import draw_capture
 from tests.serving.conftest import encode
 
 
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 240
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_cli(model_dir, port: int, log_path: Path, *args: str):
+    """`python -m meteor_tf.serve --model=model_dir --port=port *args` in a subprocess, waited for until
+    `/v1/models/meteor` answers 200 (the test fails with the log's tail if it exits or is not ready within
+    STARTUP_TIMEOUT_S); yields (url, process) and stops it with SIGTERM (then SIGKILL) afterwards."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "meteor_tf.serve", f"--model={model_dir}", f"--port={port}", *args]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"meteor_tf.serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/v1/models/meteor", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"meteor_tf.serve not ready after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,8 @@ asserted and the difference is named in the test.
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +23,8 @@ import requests
 
 from meteor_tf.serving import client
 from tests.serving.conftest import IMAGE_SIZE, brightness_classifier
-from tests.serving.serving_helpers import free_port
+from tests.serving.serving_helpers import free_port, serve_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 240
 VERSION = 7  # not 1: the answers must carry the served version, not a constant
 OUTPUT_NAMES = {"meteor_probability", "label", "class_id"}
 
@@ -69,35 +62,9 @@ def expected(export_dir, capture_bytes):
 @pytest.fixture(scope="module")
 def server(export_dir, tmp_path_factory):
     """`python -m meteor_tf.serve` on the export's model dir (REST only), stopped with SIGTERM afterwards."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("contract_serve") / "serve.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "meteor_tf.serve", f"--model={export_dir.parent}", f"--port={port}",
-               "--grpc_port=0"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"meteor_tf.serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/v1/models/meteor", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"meteor_tf.serve not ready after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with serve_cli(export_dir.parent, free_port(), log_path, "--grpc_port=0") as (url, _):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 PREDICT_PATHS = {"latest": "/v1/models/meteor:predict", "version": f"/v1/models/meteor/versions/{VERSION}:predict"}

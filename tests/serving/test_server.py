@@ -19,46 +19,20 @@ import pytest
 import requests
 
 from meteor_tf.serving import client
-from tests.serving.serving_helpers import (BAD_FILES, GOOD_FILES, free_port, served,  # noqa: F401 — fixture
-                                           write_station_folder)
+from tests.serving.serving_helpers import BAD_FILES, GOOD_FILES, free_port, serve_cli, write_station_folder
+from tests.serving.serving_helpers import served  # noqa: F401 — fixture
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_REQUEST_BYTES = 200_000
-STARTUP_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory):
     """The CLI serving the tiny export's model dir (so: its newest version), stopped with SIGTERM afterwards."""
-    http_port, grpc_port = free_port(), free_port()
+    grpc_port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "meteor_tf.serve", f"--model={served['model_dir']}",
-               f"--port={http_port}", f"--grpc_port={grpc_port}", f"--max_request_bytes={MAX_REQUEST_BYTES}"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"meteor_tf.serve exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/v1/models/meteor", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"meteor_tf.serve not ready after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serve_cli(served["model_dir"], free_port(), log_path, f"--grpc_port={grpc_port}",
+                   f"--max_request_bytes={MAX_REQUEST_BYTES}") as (url, process):
         yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "process": process, "log": log_path}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
