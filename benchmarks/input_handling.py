@@ -49,25 +49,26 @@ def load_folder(data: str):
 
 # The package's rules (`preprocess.INPUT_RULES`: "resize", "detect") and measured alternatives (README: input handling).
 RULES = ("resize", "maxpool", "norm", "norm_max", "detect", "detect_extent", "detect_fixed", "detect_masked")
-DETECT_VARIANTS = {"detect_extent": {}, "detect_fixed": {"fixed": True}, "detect_masked": {"fixed": True, "masked": True}}
 NORM_BACKGROUND = 16.0  # background-normalised rules: sky median → this grey level,
 NORM_LEVELS_PER_SIGMA = 8.0  # one robust noise sigma → this many levels (saturates at ~30 sigma)
 
 
 def model_input(image, size: int, rule: str):
     """(H, W, C) uint8 → (S, S, 1) float32 0..255 by `rule`: "resize" and "detect" are the package's rules;
-    "detect_*" are variants of "detect" (`detection_crop`); "maxpool" pads to a
+    "detect_*" are variants of "detect" (DETECT_VARIANTS, `extent_crop`); "maxpool" pads to a
     square and takes the maximum over f×f blocks (a one-pixel streak keeps its full brightness); "norm" resizes,
     then maps the sky median and robust noise sigma to fixed grey levels; "norm_max" does that after the block max."""
     if rule in preprocess.INPUT_RULES:
         return preprocess.to_model_input(image, size, rule)
     image = preprocess.to_grayscale(tf.cast(image, tf.float32))
     if rule in DETECT_VARIANTS:
-        return tf.ensure_shape(detection_crop(image, size, **DETECT_VARIANTS[rule]), [size, size, 1])
+        return tf.ensure_shape(preprocess.detection_window(image, size, **DETECT_VARIANTS[rule]), [size, size, 1])
+    if rule == "detect_extent":
+        return tf.ensure_shape(extent_crop(image, size), [size, size, 1])
     if rule == "maxpool":
-        image = preprocess.pad_to_square(_block_max(preprocess.pad_to_square(image), size), size)
+        image = preprocess.pad_to_square(preprocess.block_max(preprocess.pad_to_square(image), size), size)
     else:
-        image = preprocess.fit_longer_side(image, size) if rule == "norm" else _block_max(image, size)
+        image = preprocess.fit_longer_side(image, size) if rule == "norm" else preprocess.block_max(image, size)
         image = preprocess.pad_to_square(_normalise_background(image), size)
     return tf.ensure_shape(tf.clip_by_value(image, 0.0, 255.0), [size, size, 1])
 
@@ -100,55 +101,23 @@ def make_inputs(images, rule: str, size: int) -> np.ndarray:
     return np.stack([fn(tf.constant(im[..., None])).numpy() for im in images])
 
 
-def _hw(image):
-    shape = tf.shape(image)
-    return shape[-3], shape[-2]
+# variants of the package's "detect" rule (`preprocess.detection_window`: fixed 2·S window, bands masked, top-hat
+# widened), to measure what each part brings; "detect_extent" spans the structure's extent instead (`extent_crop`)
+DETECT_VARIANTS = {"detect_fixed": {"mask_bands": False, "widen": False}, "detect_masked": {"widen": False}}
 
 
-_block_max = preprocess.block_max
-CAPTION_BAND, EDGE_BAND = preprocess.CAPTION_BAND, preprocess.EDGE_BAND
-
-
-def detection_crop(image, size, fixed=False, masked=False, widen=False):
-    """Variants of the package's "detect" rule (`preprocess.detection_window` = fixed, masked and widened), to
-    measure what each part brings: `fixed` a 2·size native window (else one spanning the structure's extent, at
-    least `size`); `masked` the caption bands and frame edges not searched; `widen` the top-hat dilated 3×3 first."""
-    height, width = _hw(image)
-    longer = tf.maximum(height, width)
-    work_side = tf.minimum(longer, preprocess.DETECT_WORK_SIDE)
-    f = (longer + work_side - 1) // work_side  # the factor block_max uses
-    x4 = _block_max(image, work_side)[None]
-    opened = tf.nn.max_pool2d(-tf.nn.max_pool2d(-x4, 5, 1, "SAME"), 5, 1, "SAME")
-    tophat = x4 - opened
-    if widen:
-        tophat = tf.nn.max_pool2d(tophat, 3, 1, "SAME")
-    score = preprocess.line_opening(tophat[0, ..., 0])
-    smooth = tf.nn.avg_pool2d(score[None, ..., None], 5, 1, "SAME")[0, ..., 0]
-    wh = tf.shape(smooth)
-    if masked:
-        rows = tf.cast(tf.range(wh[0]), tf.float32) / tf.cast(wh[0], tf.float32)
-        cols = tf.cast(tf.range(wh[1]), tf.float32) / tf.cast(wh[1], tf.float32)
-        keep = ((rows >= CAPTION_BAND) & (rows < 1 - CAPTION_BAND))[:, None] & \
-            ((cols >= EDGE_BAND) & (cols < 1 - EDGE_BAND))[None, :]
-        smooth = tf.where(keep, smooth, tf.zeros_like(smooth))
-    flat = tf.argmax(tf.reshape(smooth, [-1]), output_type=tf.int32)
-    cy, cx = flat // wh[1], flat % wh[1]
-    if fixed:
-        side = tf.minimum(2 * size, longer)
-        cy_n, cx_n = cy * f + f // 2, cx * f + f // 2
-    else:
-        mask = score > 0.3 * tf.reduce_max(score)
-        rows = tf.cast(tf.where(tf.reduce_any(mask, 1))[:, 0], tf.int32)
-        cols = tf.cast(tf.where(tf.reduce_any(mask, 0))[:, 0], tf.int32)
-        y0, y1 = tf.reduce_min(rows) * f, (tf.reduce_max(rows) + 1) * f
-        x0, x1 = tf.reduce_min(cols) * f, (tf.reduce_max(cols) + 1) * f
-        side = tf.minimum(tf.maximum(tf.cast(tf.cast(tf.maximum(y1 - y0, x1 - x0), tf.float32) * 1.2, tf.int32),
-                                     size), longer)
-        cy_n, cx_n = (y0 + y1) // 2, (x0 + x1) // 2
-    top = tf.clip_by_value(cy_n - side // 2, 0, tf.maximum(height - side, 0))
-    left = tf.clip_by_value(cx_n - side // 2, 0, tf.maximum(width - side, 0))
-    window = image[top:top + side, left:left + side]
-    return preprocess.pad_to_square(preprocess.fit_longer_side(window, size), size)
+def extent_crop(image, size):
+    """(H, W, 1) float gray → (size, size, 1): a square window of the capture spanning its line-like structure's
+    extent (where the unwidened `preprocess.line_response` exceeds 30% of its peak, ×1.2, at least `size`), centred
+    on it; no bands masked."""
+    score, f = preprocess.line_response(image, widen=False)
+    mask = score > 0.3 * tf.reduce_max(score)
+    rows = tf.cast(tf.where(tf.reduce_any(mask, 1))[:, 0], tf.int32)
+    cols = tf.cast(tf.where(tf.reduce_any(mask, 0))[:, 0], tf.int32)
+    y0, y1 = tf.reduce_min(rows) * f, (tf.reduce_max(rows) + 1) * f
+    x0, x1 = tf.reduce_min(cols) * f, (tf.reduce_max(cols) + 1) * f
+    side = tf.maximum(tf.cast(tf.cast(tf.maximum(y1 - y0, x1 - x0), tf.float32) * 1.2, tf.int32), size)
+    return preprocess.window_around(image, (y0 + y1) // 2, (x0 + x1) // 2, side, size)
 
 
 def _median_last(values):

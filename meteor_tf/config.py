@@ -11,7 +11,8 @@ DEPTHS = (18, 34, 50, 101)
 LAYOUTS = ("torchvision", "keras")
 PRETRAINS = ("imagenet", "fashion_mnist", "none")
 AUGMENTS = ("none", "on_side", "complete")
-INPUT_RULES = ("resize", "detect")  # meteor_tf.data.preprocess.INPUT_RULES (no TensorFlow import here)
+INPUT_RULES = ("resize", "detect")  # how a capture becomes the model input (meteor_tf.data.preprocess)
+DEFAULT_INPUT_RULE = "resize"
 STRATEGIES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISIONS = ("auto", "none", "float16", "bfloat16")
 FMNIST_BACKBONES = ("shipped", "pretrain")
@@ -92,7 +93,7 @@ class ExperimentConfig:
     data: str = "embedded"  # "embedded" or a folder with one subfolder per class
     class_dirs: Tuple[str, str] = ("meteor", "non_meteor")
     image_size: int = 224
-    input_rule: str = "resize"  # how a capture becomes the S×S input (meteor_tf.data.preprocess)
+    input_rule: str = DEFAULT_INPUT_RULE  # how a capture becomes the S×S input (meteor_tf.data.preprocess)
     augment: str = "none"
     embedded_meteors: int = 1000
     embedded_non_meteors: int = 660
@@ -207,6 +208,11 @@ class ExperimentConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
         return cls(**d)
+
+
+def input_rule_of(settings: dict) -> str:
+    """The input rule a run's config or a model's metadata names; models from before input rules existed resized."""
+    return settings.get("input_rule") or DEFAULT_INPUT_RULE
 
 
 def _check(name, value, allowed):

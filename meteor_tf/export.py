@@ -149,13 +149,13 @@ def _comparison_data(meta: dict):
     the final model's inner validation split held out of calibration."""
     import numpy as np
 
-    from meteor_tf.config import ExperimentConfig
+    from meteor_tf.config import ExperimentConfig, input_rule_of
     from meteor_tf.data.dataset import load_examples, load_folder
 
     size = int(meta["image_size"])
     rng = np.random.default_rng(0)
     if FLAGS.data:
-        examples = load_folder(FLAGS.data, size, rule=meta.get("input_rule") or "resize")
+        examples = load_folder(FLAGS.data, size, rule=input_rule_of(meta))
         order = rng.permutation(len(examples.labels))
         # calibrate on captures kept out of the comparison when there are enough of them
         n_cal = min(FLAGS.calibration_images, len(order) // 2)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from meteor_tf.config import DEFAULT_INPUT_RULE, INPUT_RULES
+
 # ITU-R 601 luma weights, the ones tf.image.rgb_to_grayscale and Pillow's convert("L") use.
 _LUMA = (0.2989, 0.5870, 0.1140)
 
@@ -73,10 +75,6 @@ def pad_to_square(image: tf.Tensor, side=None) -> tf.Tensor:
     return tf.image.pad_to_bounding_box(image, (side - height) // 2, (side - width) // 2, side, side)
 
 
-INPUT_RULES = ("resize", "detect")
-DEFAULT_INPUT_RULE = "resize"
-
-
 def check_input_rule(rule: str) -> str:
     if rule not in INPUT_RULES:
         raise ValueError(f"input rule {rule!r} is not one of {', '.join(INPUT_RULES)} (--input_rule)")
@@ -91,18 +89,15 @@ def to_model_input(image, image_size: int, rule: str = DEFAULT_INPUT_RULE) -> tf
     resize keeping the aspect → pad to a square with black; "detect" is gray → `detection_window`.
     """
     image = to_grayscale(tf.cast(tf.convert_to_tensor(image), tf.float32))
-    if check_input_rule(rule) == "detect":
-        if len(image.shape) == 4:
-            image = tf.map_fn(lambda one: detection_window(one, image_size), image,
-                              fn_output_signature=tf.TensorSpec([image_size, image_size, 1], tf.float32))
-        else:
-            image = detection_window(image, image_size)
-        image = tf.clip_by_value(image, 0.0, 255.0)
-        image.set_shape(image.shape[:-3].concatenate([image_size, image_size, 1]))
-        return image
-    # Resize first, then pad at the output size: padding a 786504×8 strip to a square at full size would ask
-    # for a 786504² tensor (a fuzzed TIFF header did).
-    image = pad_to_square(fit_longer_side(image, image_size), image_size)
+    if check_input_rule(rule) == "detect" and len(image.shape) == 4:
+        image = tf.map_fn(lambda one: detection_window(one, image_size), image,
+                          fn_output_signature=tf.TensorSpec([image_size, image_size, 1], tf.float32))
+    elif rule == "detect":
+        image = detection_window(image, image_size)
+    else:
+        # Resize first, then pad at the output size: padding a 786504×8 strip to a square at full size would ask
+        # for a 786504² tensor (a fuzzed TIFF header did).
+        image = pad_to_square(fit_longer_side(image, image_size), image_size)
     image = tf.clip_by_value(image, 0.0, 255.0)  # the filter is non-negative: this guards float round-off
     image.set_shape(image.shape[:-3].concatenate([image_size, image_size, 1]))
     return image
@@ -200,31 +195,45 @@ def line_opening(x, length: int = DETECT_LINE, directions: int = 8):
     return out
 
 
-def detection_window(image, size: int) -> tf.Tensor:
-    """(H, W, 1) float gray → (size, size, 1): the 2·size-pixel square of the full-resolution capture centred on
-    its strongest line-like structure (white top-hat, then `line_opening`, on a `block_max` view of at most
-    `DETECT_WORK_SIDE`; the caption bands and frame edges are not searched), resized to `size` and padded.
-    A capture no larger than the window is the "resize" rule's picture."""
-    height, width = _height_width(image)
-    longer = tf.maximum(height, width)
+def line_response(image, widen: bool = True):
+    """(H, W, 1) float gray → (line-likeness on the work grid (h, w), the block factor f from the capture to it):
+    `line_opening` of the white top-hat (what is brighter than its 5-px surroundings) of a `block_max` view of at
+    most `DETECT_WORK_SIDE`. `widen`: the top-hat is dilated 3×3 first, so a 1-px line at any angle holds the
+    discrete segments of `line_opening`; stars stay shorter than DETECT_LINE and drop out either way."""
+    longer = tf.reduce_max(_height_width(image))
     work_side = tf.minimum(longer, DETECT_WORK_SIDE)
-    f = (longer + work_side - 1) // work_side  # the factor block_max uses
     work = block_max(image, work_side)[None]
     opened = tf.nn.max_pool2d(-tf.nn.max_pool2d(-work, 5, 1, "SAME"), 5, 1, "SAME")
-    # white top-hat (what is brighter than its 5-px surroundings), widened by 3×3 so a 1-px line at any angle
-    # holds the discrete segments of line_opening; stars stay shorter than DETECT_LINE and drop out
-    tophat = tf.nn.max_pool2d(work - opened, 3, 1, "SAME")[0, ..., 0]
-    score = line_opening(tophat)
+    tophat = work - opened
+    if widen:
+        tophat = tf.nn.max_pool2d(tophat, 3, 1, "SAME")
+    return line_opening(tophat[0, ..., 0]), (longer + work_side - 1) // work_side  # the factor block_max uses
+
+
+def detection_window(image, size: int, mask_bands: bool = True, widen: bool = True) -> tf.Tensor:
+    """(H, W, 1) float gray → (size, size, 1): the 2·size-pixel square of the full-resolution capture centred on
+    its strongest line-like structure (`line_response`, smoothed 5×5; with `mask_bands` the caption bands and
+    frame edges are not searched), resized to `size` and padded. A capture no larger than the window is the
+    "resize" rule's picture. The "detect" rule uses the defaults; benchmarks/input_handling.py measures the others."""
+    height, width = _height_width(image)
+    score, f = line_response(image, widen)
     score = tf.nn.avg_pool2d(score[None, ..., None], 5, 1, "SAME")[0, ..., 0]
     shape = tf.shape(score)
-    rows = tf.cast(tf.range(shape[0]), tf.float32) / tf.cast(shape[0], tf.float32)
-    cols = tf.cast(tf.range(shape[1]), tf.float32) / tf.cast(shape[1], tf.float32)
-    searched = (((rows >= CAPTION_BAND) & (rows < 1 - CAPTION_BAND))[:, None]
-                & ((cols >= EDGE_BAND) & (cols < 1 - EDGE_BAND))[None, :])
-    score = tf.where(searched, score, tf.zeros_like(score))
+    if mask_bands:
+        rows = tf.cast(tf.range(shape[0]), tf.float32) / tf.cast(shape[0], tf.float32)
+        cols = tf.cast(tf.range(shape[1]), tf.float32) / tf.cast(shape[1], tf.float32)
+        searched = (((rows >= CAPTION_BAND) & (rows < 1 - CAPTION_BAND))[:, None]
+                    & ((cols >= EDGE_BAND) & (cols < 1 - EDGE_BAND))[None, :])
+        score = tf.where(searched, score, tf.zeros_like(score))
     flat = tf.argmax(tf.reshape(score, [-1]), output_type=tf.int32)
-    centre_y, centre_x = (flat // shape[1]) * f + f // 2, (flat % shape[1]) * f + f // 2
-    side = tf.minimum(2 * size, longer)
+    return window_around(image, (flat // shape[1]) * f + f // 2, (flat % shape[1]) * f + f // 2, 2 * size, size)
+
+
+def window_around(image, centre_y, centre_x, side, size):
+    """The side×side square of (H, W, 1) `image` centred on (centre_y, centre_x), moved inside the frame and capped
+    by its longer side, resized to `size` and padded to a square."""
+    height, width = _height_width(image)
+    side = tf.minimum(side, tf.maximum(height, width))
     top = tf.clip_by_value(centre_y - side // 2, 0, tf.maximum(height - side, 0))
     left = tf.clip_by_value(centre_x - side // 2, 0, tf.maximum(width - side, 0))
     window = image[top:top + side, left:left + side]

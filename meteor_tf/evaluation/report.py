@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from meteor_tf import CLASS_NAMES, faults
+from meteor_tf.config import input_rule_of
 from meteor_tf.evaluation import metrics as m
 
 ROWS = (("head", "No fine tuning"), ("fine_tune", "With fine tuning"))
@@ -30,7 +31,7 @@ def summary_markdown(config: dict, stats: Dict[str, dict], threshold: Optional[d
     lines = [f"# {title}", "",
              f"ResNet-{config['depth']} ({config['layout']} layout), pretrain={config['pretrain']}, "
              f"augment={config['augment']}, {config['image_size']} px "
-             f"(input rule {config.get('input_rule') or 'resize'}), "
+             f"(input rule {input_rule_of(config)}), "
              f"{config['folds']} fold(s), head {config['head_epochs']} + fine-tune {config['fine_tune_epochs']} epochs, "
              f"batch {config['batch_size']}, seed {config['seed']}.", "",
              "Mean ± std over the test folds (threshold 0.5; precision, recall and F1 for the meteor class).", "",

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from meteor_tf.config import DEFAULT_INPUT_RULE
 from meteor_tf.evaluation import metrics as m
 
 # (table, column label, match) → published accuracy (no fine tuning, with fine tuning), mean ± std in %.
@@ -33,7 +34,7 @@ PAPER = [
     ("Fig. 3", "ImageNet 101", dict(pretrain="imagenet", depth=101, augment="none"), ("plot", "plot")),
 ]
 SETTING_KEYS = ("image_size", "input_rule", "folds", "head_epochs", "fine_tune_epochs", "batch_size", "data", "layout")
-SETTING_DEFAULTS = {"input_rule": "resize"}
+SETTING_DEFAULTS = {"input_rule": DEFAULT_INPUT_RULE}  # what runs from before a setting existed ran with
 
 
 def finished_runs(output_dir: str) -> List[dict]:
@@ -56,7 +57,6 @@ def paper_tables(output_dir: str) -> str:
     runs = finished_runs(output_dir)
     groups: Dict[Tuple, List[dict]] = {}
     for r in runs:
-        # runs from before a setting existed ran with its default (input_rule: resize)
         groups.setdefault(tuple(str(r["config"].get(k, SETTING_DEFAULTS.get(k))) for k in SETTING_KEYS), []).append(r)
     out = []
     for setting, members in groups.items():

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from meteor_tf import CLASS_NAMES, METEOR
+from meteor_tf.config import DEFAULT_INPUT_RULE
 
 DEFAULT_MODEL_NAME = "meteor"
 DEFAULT_TIMEOUT_S = 120.0
@@ -200,7 +201,7 @@ class Backend(abc.ABC):
 
     threshold: Optional[float] = None
     image_size: Optional[int] = None
-    input_rule: str = "resize"  # how a capture becomes the model's input (preprocess.INPUT_RULES)
+    input_rule: str = DEFAULT_INPUT_RULE  # how a capture becomes the model's input (preprocess.INPUT_RULES)
 
     @abc.abstractmethod
     def predict_bytes(self, images: Sequence[bytes]) -> Predictions:

@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from meteor_tf import CLASS_NAMES, METEOR, __version__, faults
+from meteor_tf.config import input_rule_of
 
 log = logging.getLogger("meteor_tf")
 
@@ -204,9 +205,9 @@ def export_savedmodel(model, base_dir: PathLike, name: str = "meteor", *, thresh
         raise ValueError(f"the model must take (N, S, S, 1) gray images of a known size S; its input shape is "
                          f"{model.input_shape} (give metadata['image_size'] for a size-agnostic model)")
     image_size = int(image_size)
-    from meteor_tf.data.preprocess import DEFAULT_INPUT_RULE, check_input_rule
+    from meteor_tf.data.preprocess import check_input_rule
 
-    input_rule = check_input_rule(metadata.get("input_rule") or DEFAULT_INPUT_RULE)
+    input_rule = check_input_rule(input_rule_of(metadata))
     explain = _has_parts(model) if explain is None else explain
     model_dir = Path(base_dir) / name
     _check_version_free(model_dir, version)
@@ -335,7 +336,7 @@ def run_metadata(run_dir: PathLike) -> dict:
     config = info.get("config", {})
     meta = {key: config.get(key) for key in ("depth", "layout", "pretrain", "image_size", "input_rule", "data",
                                              "augment", "target_recall", "seed")}
-    meta["input_rule"] = meta["input_rule"] or "resize"  # runs from before input rules existed resized
+    meta["input_rule"] = input_rule_of(config)
     meta.update({"normalization": info.get("normalization"), "class_names": info.get("class_names"),
                  "threshold_source": info.get("threshold_source"), "config": config,
                  "run_id": run_dir.name, "run_dir": str(run_dir.resolve()), "source_model": str(model_path.resolve())})
@@ -350,11 +351,9 @@ def run_metadata(run_dir: PathLike) -> dict:
 
 
 def input_rule_beside(keras_path: PathLike) -> str:
-    """The input rule of a run's final/model.keras, from the model_info.json beside it ("resize" without one)."""
+    """The input rule of a run's final/model.keras, from the model_info.json beside it (the default without one)."""
     info = Path(keras_path).parent / "model_info.json"
-    if info.is_file():
-        return json.loads(info.read_text()).get("config", {}).get("input_rule") or "resize"
-    return "resize"
+    return input_rule_of(json.loads(info.read_text()).get("config", {}) if info.is_file() else {})
 
 
 def load_keras_model(path: PathLike):
@@ -405,7 +404,7 @@ class ExportedModel:
     @property
     def input_rule(self) -> str:
         """How a capture becomes the model's input (`preprocess.INPUT_RULES`); "resize" for older exports."""
-        return self.metadata.get("input_rule") or "resize"
+        return input_rule_of(self.metadata)
 
     @property
     def version(self) -> Optional[int]:

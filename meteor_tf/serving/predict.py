@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from meteor_tf import CLASS_NAMES
+from meteor_tf.config import DEFAULT_INPUT_RULE
 from meteor_tf.serving import client
 
 CSV_COLUMNS = ("path", "meteor_probability", "label", "error")
@@ -354,7 +355,7 @@ class GradCamExplainer:
         self.model = model
         self.source = source
         self.image_size = int(model.image_size if hasattr(model, "signature_names") else model.input_shape[1])
-        self.input_rule = input_rule or getattr(model, "input_rule", None) or "resize"
+        self.input_rule = input_rule or getattr(model, "input_rule", None) or DEFAULT_INPUT_RULE
 
     @classmethod
     def load(cls, keras_model=None, backend: Optional[client.Backend] = None) -> "GradCamExplainer":

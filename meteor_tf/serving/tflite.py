@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from meteor_tf import METEOR
+from meteor_tf.config import input_rule_of
 from meteor_tf.serving.export import SIGNATURE_IMAGES, IMAGES_INPUT, load_metadata, resolve_model
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
@@ -124,7 +125,7 @@ class TFLiteModel:
     @property
     def input_rule(self) -> str:
         """How a capture becomes the model's input (`preprocess.INPUT_RULES`); "resize" for older files."""
-        return self.metadata.get("input_rule") or "resize"
+        return input_rule_of(self.metadata)
 
     @property
     def quantize(self) -> str:
