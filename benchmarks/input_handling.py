@@ -24,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from meteor_tf.data import preprocess
+from meteor_tf.data.night_sky import render
 
-NAME = re.compile(r"scene(?P<scene>\d+)__ns-\d+_(?P<sub>.+?)_(?P<kind>frame|gmn_crop|allsky_cutout)\.[a-z]+$")
+NAME = re.compile(r"scene(?P<scene>\d+)__ns-\d+_(?P<sub>.+?)_(?P<kind>" + "|".join(render.KINDS) + r")\.[a-z]+$")
 
 
 def load_folder(data: str):

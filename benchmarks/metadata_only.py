@@ -21,8 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from meteor_tf.data.night_sky import render  # noqa: E402 (after the sys.path line)
+
 SCENE = re.compile(r"scene(\d+)__")
-KIND = re.compile(r"_(frame|gmn_crop|allsky_cutout)\.[a-z]+$")
+KIND = re.compile(r"_(" + "|".join(render.KINDS) + r")\.[a-z]+$")
 
 
 def read_folder(data: Path):

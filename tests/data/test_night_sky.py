@@ -81,6 +81,11 @@ def test_detection_crops_are_the_majority_and_kinds_do_not_tell_the_class():
     assert total == 1660
     assert 0.2 <= kinds["frame"] / total <= 0.35  # whole frames a minority
     assert kinds["gmn_crop"] > kinds["allsky_cutout"] > 0.2 * total
+    assert 0.1 <= kinds["dslr_crop"] / total <= 0.2  # 4.0.0: DSLR star-field crops of both classes
+    dslr_by_class = collections.Counter()
+    for p in plans:
+        dslr_by_class[p.label] += p.kinds.count("dslr_crop")
+    assert abs(dslr_by_class[0] / 1000 - dslr_by_class[1] / 660) < 0.06
     assert abs(frames_by_class[0] / 1000 - frames_by_class[1] / 660) < 0.06  # same layout mix for both classes
 
 
@@ -103,9 +108,11 @@ def test_every_sub_label_renders_every_kind(sub_label):
     sizes = render.SIZES["small"]
     frame, gmn, cut = render.render_scene(sub_label, ("frame", "gmn_crop", "allsky_cutout"),
                                           np.random.default_rng(3), sizes)
-    for img in (frame, gmn, cut):
+    (dslr,) = render.render_scene(sub_label, ("dslr_crop",), np.random.default_rng(3), sizes)
+    for img in (frame, gmn, cut, dslr):
         assert img.dtype == np.uint8 and img.ndim == 2
-    assert frame.shape[::-1] in (sizes.cctv, sizes.allsky)
+    assert frame.shape[::-1] in sizes.frame_sizes
+    assert dslr.shape[0] == dslr.shape[1] and sizes.dslr_crop_min <= dslr.shape[0] <= sizes.dslr_crop_max
     assert gmn.shape[0] == gmn.shape[1] and sizes.crop_min <= gmn.shape[0] <= sizes.crop_max
     assert cut.shape[0] == cut.shape[1] and sizes.crop_min <= cut.shape[0] <= sizes.crop_max
     assert frame.std() > 0.5  # noise at least
@@ -113,7 +120,8 @@ def test_every_sub_label_renders_every_kind(sub_label):
 
 def test_full_size_frame_and_crop_sizes():
     sizes = render.SIZES["full"]
-    assert sizes.cctv == (640, 480) and sizes.allsky == (1280, 960)
+    assert sizes.cctv == (640, 480) and sizes.pal == (720, 576) and sizes.allsky == (1280, 960)
+    assert sizes.dslr == (1536, 1024) and (sizes.dslr_crop_min, sizes.dslr_crop_max) == (192, 640)
     assert (sizes.crop_min, sizes.crop_max) == (128, 640)
     img = render.render_example("meteor", "gmn_crop", seed=2)
     assert img.shape[0] == img.shape[1] and 128 <= img.shape[0] <= 640
@@ -132,7 +140,8 @@ def test_meteors_have_a_light_curve_and_satellites_do_not():
         t, amp = _event("meteor", seed).track
         assert amp[t < 0.03].max() < 0.4 * amp.max(), seed  # the end may flare, the start rises from nothing
         t, amp = _event("satellite", seed).track
-        assert amp.min() > 0.6 * amp.max(), seed
+        lit = amp[amp > 0]  # a satellite in a stacked video may be dashed by the read-out gaps
+        assert lit.size > 0.5 * amp.size and lit.min() > 0.6 * lit.max(), seed
 
 
 def test_faint_meteors_sit_just_above_the_noise_floor():
@@ -171,8 +180,8 @@ def test_meteor_streak_is_visible_above_the_sky():
 
 def test_tfds_build_counts_kinds_and_scene_sharing(built):
     builder, _ = built
-    assert builder.info.name == "night_sky" and str(builder.info.version) == "3.0.0"
-    assert "3.0.0" in builder.RELEASE_NOTES  # a recalibration bumps the version: tfds never reuses an old build
+    assert builder.info.name == "night_sky" and str(builder.info.version) == "4.0.0"
+    assert "4.0.0" in builder.RELEASE_NOTES  # a recalibration bumps the version: tfds never reuses an old build
     assert builder.builder_config.name == f"m{M}_n{N}_s{SEED}_small"
     assert builder.info.features["label"].names == ["meteor", "non_meteor"]
     assert list(builder.info.features["sub_label"].names) == list(render.SUB_LABELS)
@@ -188,7 +197,9 @@ def test_tfds_build_counts_kinds_and_scene_sharing(built):
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 1
         h, w = img.shape[:2]
         if kind == "frame":
-            assert (w, h) in (sizes.cctv, sizes.allsky)
+            assert (w, h) in sizes.frame_sizes
+        elif kind == "dslr_crop":
+            assert h == w and sizes.dslr_crop_min <= h <= sizes.dslr_crop_max
         else:
             assert kind in ("gmn_crop", "allsky_cutout") and h == w and sizes.crop_min <= h <= sizes.crop_max
         sub = render.SUB_LABELS[int(e["sub_label"])]

@@ -4,8 +4,8 @@
     ds = load_night_sky(data_dir="/tmp/tfds")  # 1,000 meteor + 660 non-meteor captures, seed 0
 
 Each example: `image` (uint8 H×W×1, decoded from JPEG), `label` (0 meteor, 1 non_meteor), `sub_label`
-(see `SUB_LABELS`), `scene_id` (captures of one scene share it), `kind` ("frame", "gmn_crop", "allsky_cutout"),
-`example_id` ("ns-000123").
+(see `SUB_LABELS`), `scene_id` (captures of one scene share it), `kind` ("frame", "gmn_crop", "allsky_cutout",
+"dslr_crop"), `example_id` ("ns-000123").
 """
 
 from meteor_tf.data.night_sky.builder import (

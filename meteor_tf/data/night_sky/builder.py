@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from meteor_tf.data.night_sky import render
 
-VERSION = tfds.core.Version("3.0.0")
+VERSION = tfds.core.Version("4.0.0")
 DEFAULT_METEORS = 1000
 DEFAULT_NON_METEORS = 660
 DEFAULT_SEED = 0
@@ -19,11 +19,11 @@ DEFAULT_SEED = 0
 _DESCRIPTION = """\
 Procedurally generated grayscale night-sky captures for meteor / non-meteor classification, standing in for the
 (non-public) EXOSS captures of Galindo & Lorena, "Deep Transfer Learning for Meteor Detection". Whole CCTV frames
-(640x480) and all-sky frames (1280x960) with star fields, sky glow, horizon, site lights, noise and a burned-in
-caption; Global Meteor Network style max-minus-average crops and small square cut-outs (128-640 px), which are
-three quarters of the captures. Meteors (ordinary, faint, short, fireballs with flares, trains, dashed in stacked
-video) against airplanes, satellites, birds/bats/insects, lightning, lit clouds, rain/dew, fireworks and empty skies.
-Stored as JPEG (quality 85).
+(640x480 or PAL 720x576) and all-sky frames (1280x960) with star fields, sky glow, horizon, site lights, noise and a
+burned-in caption; Global Meteor Network style max-minus-average crops, small square cut-outs (128-640 px) and DSLR
+star-field crops (192-640 px), which are four fifths of the captures. Meteors (ordinary, faint, short, fireballs with
+flares, trains, dashed in stacked video) against airplanes, satellites, birds/bats/insects, lightning, lit clouds,
+rain/dew, fireworks and empty skies. Stored as JPEG, quality 70-95 drawn per capture.
 """
 
 
@@ -72,6 +72,13 @@ class NightSky(tfds.core.GeneratorBasedBuilder):
                  " cut-outs are windows of a log-uniform side (128-640 / 128-384 px, capped by the frame) placed"
                  " around the event, no longer sized to its extent; each capture's JPEG quality is drawn in 70-95"
                  " from its own stream (was 85 for all). Same counts, seed rule, sub-labels and interface.",
+        "4.0.0": "Closer to what real cameras record (judged on real captures, see the README): a fourth capture kind,"
+                 " DSLR star-field crops (192-640 px squares of a 1536x1024 long exposure, low read noise, many"
+                 " stars, half of them trailed) for both classes, 15% of the captures; CCTV frames are 640x480 or"
+                 " PAL 720x576 (UFOCapture) with its caption style; grey skies 20% (was 10%), clouds 25% (18%);"
+                 " satellites are faint (2-8 sigma) or bright (8-120 sigma) but always star-wide and uniform, and"
+                 " dashed in a stacked video; airplanes may show fat overexposed strobe beads. Camera, frame size"
+                 " and compression stay independent of the label. Same counts, seed rule, sub-labels and interface.",
     }
     BUILDER_CONFIGS = [NightSkyConfig.make()]
 

@@ -71,35 +71,50 @@ SUB_LABEL_PROPORTIONS: Dict[str, float] = {
     "empty_sky": 0.10,
 }
 
-KINDS = ("frame", "gmn_crop", "allsky_cutout")
+KINDS = ("frame", "gmn_crop", "allsky_cutout", "dslr_crop")
 
 # How scenes yield captures (same for both classes, so the kind of capture says nothing about the class). Detection
 # crops are the majority, as GMN and EXOSS archives keep them; whole frames are ~25% of the captures.
 SCENE_LAYOUTS = (
-    (("frame",), 0.10),
-    (("gmn_crop",), 0.44),
-    (("allsky_cutout",), 0.26),
-    (("frame", "gmn_crop"), 0.10),
-    (("frame", "allsky_cutout"), 0.10),
+    (("frame",), 0.09),
+    (("gmn_crop",), 0.37),
+    (("allsky_cutout",), 0.21),
+    (("dslr_crop",), 0.15),
+    (("frame", "gmn_crop"), 0.09),
+    (("frame", "allsky_cutout"), 0.09),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class SizeProfile:
-    """Image sizes of one profile: CCTV frames, all-sky frames (width, height) and square crop side range."""
+    """Image sizes of one profile: CCTV (NTSC-like and PAL), all-sky and DSLR frames (width, height) and the side
+    ranges of square crops, cut-outs and DSLR crops."""
 
     cctv: Tuple[int, int]
     allsky: Tuple[int, int]
     crop_min: int
     crop_max: int
     cutout_max: int
+    pal: Tuple[int, int]
+    dslr: Tuple[int, int]
+    dslr_crop_min: int
+    dslr_crop_max: int
+
+    @property
+    def frame_sizes(self) -> Tuple[Tuple[int, int], ...]:
+        """Every whole-frame size (width, height) a `frame` capture can have."""
+        return (self.cctv, self.pal, self.allsky)
 
 
 SIZES = {
-    # CCTV 640x480 frames, 1280x960 all-sky frames, square crops / cut-outs 128..640 px.
-    "full": SizeProfile(cctv=(640, 480), allsky=(1280, 960), crop_min=128, crop_max=640, cutout_max=384),
+    # CCTV 640x480 and PAL 720x576 frames (UFOCapture's, the UK Meteor Network's usual size), 1280x960 all-sky
+    # frames, square crops / cut-outs 128..640 px; DSLR 3:2 frames (1536x1024) give square crops of 192..640 px
+    # (the star-trail crops of gkyle/startrails are 512x512).
+    "full": SizeProfile(cctv=(640, 480), allsky=(1280, 960), crop_min=128, crop_max=640, cutout_max=384,
+                        pal=(720, 576), dslr=(1536, 1024), dslr_crop_min=192, dslr_crop_max=640),
     # For tests: everything 4x smaller.
-    "small": SizeProfile(cctv=(160, 120), allsky=(320, 240), crop_min=32, crop_max=160, cutout_max=96),
+    "small": SizeProfile(cctv=(160, 120), allsky=(320, 240), crop_min=32, crop_max=160, cutout_max=96,
+                         pal=(180, 144), dslr=(384, 256), dslr_crop_min=48, dslr_crop_max=160),
 }
 
 JPEG_QUALITY = 85
@@ -309,6 +324,7 @@ class Scene:
     h: int
     allsky: bool
     stacked: bool
+    camera: str  # "cctv", "allsky" or "dslr"
     noise: float  # read-noise sigma (DN)
     psf: float  # star PSF sigma (px)
     sky_level: float
@@ -350,14 +366,26 @@ def _magnitudes(rng, n, m_lo, m_hi, slope=0.42):
     return np.log10(a + rng.uniform(0, 1, n) * (b - a)) / slope
 
 
-def _make_scene(rng, allsky: bool, sizes: SizeProfile, force_stacked=False) -> Scene:
-    w, h = sizes.allsky if allsky else sizes.cctv
-    scale = h / (960 if allsky else 480) * (2 if allsky else 1)
-    noise = float(rng.uniform(1.3, 5.0))
-    psf = float(rng.uniform(0.7, 1.5))
+def _make_scene(rng, allsky: bool, sizes: SizeProfile, force_stacked=False, dslr=False) -> Scene:
+    """The static scene of one camera: an all-sky, a CCTV (640x480 or PAL 720x576) or a DSLR camera (`dslr`: a 3:2
+    long exposure, low read noise, many stars, stars often trailed, no caption). The camera is drawn by the caller
+    independently of the event."""
+    camera = "allsky" if allsky else ("dslr" if dslr else "cctv")
+    if camera == "allsky":
+        w, h = sizes.allsky
+        scale = h / 960 * 2
+    elif camera == "dslr":
+        w, h = sizes.dslr
+        scale = h / 480
+    else:
+        w, h = sizes.pal if rng.uniform() < 0.45 else sizes.cctv
+        scale = h / 480
+    noise = float(rng.uniform(1.0, 3.0) if camera == "dslr" else rng.uniform(1.3, 5.0))
+    psf = float(rng.uniform(0.8, 1.8) if camera == "dslr" else rng.uniform(0.7, 1.5))
     stacked = bool(force_stacked or rng.uniform() < 0.3)
-    # Sky brightness: mostly dark, some grey (moonlit / urban / gain), independent of the event.
-    sky_level = float(rng.choice([rng.uniform(4, 25), rng.uniform(20, 60), rng.uniform(50, 110)], p=[0.6, 0.3, 0.1]))
+    # Sky brightness: mostly dark, some grey (moonlit / urban / gain: UFOCapture frames are often mid-grey), drawn
+    # independently of the event.
+    sky_level = float(rng.choice([rng.uniform(4, 25), rng.uniform(20, 60), rng.uniform(50, 110)], p=[0.5, 0.3, 0.2]))
     yy = np.arange(h, dtype=np.float32)[:, None]
     xx = np.arange(w, dtype=np.float32)[None, :]
     # smooth light (sky glow, twilight, glare) is computed on a 4x coarser grid and upsampled once
@@ -473,13 +501,13 @@ def _make_scene(rng, allsky: bool, sizes: SizeProfile, force_stacked=False) -> S
         lights.append((mx, my))
 
     # Milky Way band on dark skies
-    if sky_level < 30 and rng.uniform() < 0.15:
+    if sky_level < 30 and rng.uniform() < (0.35 if camera == "dslr" else 0.15):
         a = rng.uniform(0, np.pi)
         d = (XX - rng.uniform(0.2, 0.8) * w) * np.sin(a) - (YY - rng.uniform(0.2, 0.8) * h) * np.cos(a)
         band = np.exp(-0.5 * (d / (rng.uniform(0.06, 0.15) * math.hypot(w, h))) ** 2)
         smooth += band * rng.uniform(3, 12) * np.clip(1 + 0.6 * _fractal(rng, hl, wl, base=6, octaves=4), 0, None)
     # occasional clouds (both classes)
-    if rng.uniform() < 0.18:
+    if rng.uniform() < 0.25:
         cl = _smoothstep((_fractal(rng, hl, wl, base=2) - rng.uniform(-0.3, 1.2)) * rng.uniform(0.5, 1.5))
         smooth += cl * sky_level * rng.uniform(0.1, 1.0)
         cover = _resize(cl, h, w, Image.BILINEAR) * (1 - ground)
@@ -491,7 +519,7 @@ def _make_scene(rng, allsky: bool, sizes: SizeProfile, force_stacked=False) -> S
     # Stars
     stars = np.zeros((h, w), np.float32)
     m_lim = rng.uniform(3.0, 6.0) - max(0, (sky_level - 30) / 40)
-    fov = rng.uniform(0.5, 2.0) * (8 if allsky else 1)
+    fov = rng.uniform(0.5, 2.0) * {"cctv": 1, "allsky": 8, "dslr": 6}[camera]
     n = int(min(6000, 180 * fov * 10 ** (0.42 * (m_lim + 0.7 - 5))))
     mags = _magnitudes(rng, n, -1.5, m_lim + 0.7)
     sx, sy = rng.uniform(0, w, n), rng.uniform(0, h, n)
@@ -500,14 +528,16 @@ def _make_scene(rng, allsky: bool, sizes: SizeProfile, force_stacked=False) -> S
         rr = np.hypot(sx - cx, sy - cy) / (h * 0.48)
         peak *= np.clip(1.2 - rr ** 4, 0, 1)
     peak = np.minimum(peak, 3000)
-    if stacked:
-        tl = rng.uniform(1.0, 4.0) * scale + 0.5
+    # a stacked video drifts the stars a little; a DSLR exposure of tens of seconds trails them all alike
+    trailed = camera == "dslr" and rng.uniform() < 0.5
+    if stacked or trailed:
+        tl = (rng.uniform(1.0, 4.0) if stacked else rng.uniform(1.5, 7.0)) * scale + 0.5
         ta = rng.uniform(0, 2 * np.pi)
-        k = 5
+        k = max(5, int(tl))
         f = np.linspace(0, 1, k)
         sx2 = (sx[:, None] + tl * np.cos(ta) * f[None, :]).ravel()
         sy2 = (sy[:, None] + tl * np.sin(ta) * f[None, :]).ravel()
-        splat(stars, sx2, sy2, np.repeat(peak, k) * 0.45, psf)
+        splat(stars, sx2, sy2, np.repeat(peak, k) * (2.25 / k), psf)  # the same light spread along the trail
     else:
         splat(stars, sx, sy, peak, psf)
     bright = peak > 40 * noise
@@ -517,7 +547,7 @@ def _make_scene(rng, allsky: bool, sizes: SizeProfile, force_stacked=False) -> S
         stars *= 1 - 0.9 * cover
     static += stars * (1 - ground) * sky_mask
 
-    scene = Scene(rng=rng, w=w, h=h, allsky=allsky, stacked=stacked, noise=noise, psf=psf, sky_level=sky_level,
+    scene = Scene(rng=rng, w=w, h=h, allsky=allsky, stacked=stacked, camera=camera, noise=noise, psf=psf, sky_level=sky_level,
                   static=static, stars=stars, ground=ground, lights=lights, horizon_y=horizon_y, sky_mask=sky_mask,
                   scale=scale)
     scene.event = np.zeros((h, w), np.float32)
@@ -637,9 +667,10 @@ def render_airplane(scene: Scene) -> None:
     x, y, t = line_points(x0, y0, x1, y1, curvature=rng.uniform(-0.03, 0.03), spacing=spacing)
     nx, ny = -(y1 - y0) / length, (x1 - x0) / length
     # every style keeps a plane's tells: blinking strobes (dotted), two parallel wing-tip lines, a blinking beacon
-    style = rng.choice(["lines_strobes", "dotted", "lines"], p=[0.5, 0.3, 0.2])
+    # 4.0.0 adds "beads": a long exposure's overexposed strobe flashes, fat bright blobs in a row (DSLR trails)
+    style = rng.choice(["lines_strobes", "dotted", "lines", "beads"], p=[0.4, 0.25, 0.15, 0.2])
     steady = s.noise * math.exp(rng.uniform(math.log(2.5), math.log(30)))
-    if style == "dotted" and rng.uniform() < 0.5:  # a dim steady nav light under the strobes
+    if style in ("dotted", "beads") and rng.uniform() < 0.5:  # a dim steady nav light under the strobes
         draw_line(s.event, x, y, steady * rng.uniform(0.2, 0.5), s.psf, spacing)
     if style in ("lines_strobes", "lines"):
         n_lines = 2 if style == "lines" or rng.uniform() < 0.6 else 1
@@ -650,6 +681,18 @@ def render_airplane(scene: Scene) -> None:
             if style == "lines":  # no strobes: the lights blink on and off along both wing-tip lines
                 mod = mod * (0.2 + 0.8 * (np.sin(2 * np.pi * t * rng.uniform(5, 25)) > 0))
             draw_line(s.event, x + nx * off, y + ny * off, steady * rng.uniform(0.6, 1.0) * mod, s.psf, spacing)
+    if style == "beads":
+        period = rng.uniform(8, 40) * max(s.scale, 0.4)
+        n = int(length / period) + 1
+        tt = (np.arange(n) + rng.uniform()) * period / length
+        tt = tt[tt <= 1]
+        amp = s.noise * math.exp(rng.uniform(math.log(20), math.log(150))) * rng.uniform(0.7, 1.0, tt.size)
+        sig = s.psf * rng.uniform(1.5, 3.0) * max(s.scale, 0.5) ** 0.5
+        dl = rng.uniform(0.2, 0.6) * period
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        px, py = x0 + (x1 - x0) * tt, y0 + (y1 - y0) * tt
+        for f in np.linspace(0, 1, 5):
+            splat(s.event, px + ux * dl * f, py + uy * dl * f, amp / 3, sig)
     if style in ("lines_strobes", "dotted"):
         period = rng.uniform(12, 60) * max(s.scale, 0.4)
         n = int(length / period) + 1
@@ -674,7 +717,15 @@ def render_satellite(scene: Scene) -> None:
     x0, y0, x1, y1 = _segment_through(s, length, cross_edge_p=0.5)
     x, y, t = line_points(x0, y0, x1, y1, curvature=rng.uniform(-0.003, 0.003), spacing=0.5)
     r0, r1 = rng.uniform(0.85, 1.15, 2)
-    amp = s.noise * rng.uniform(2.0, 8.0) * (r0 + (r1 - r0) * t) * (1 + 0.03 * rng.standard_normal(t.size))
+    # 4.0.0: faint ones near a video camera's threshold, but also the bright, thin trails a DSLR or a sensitive
+    # camera records (the straight trails of gkyle/startrails' crops are tens of noise sigmas), bright as a meteor
+    # yet star-wide and uniform
+    snr = rng.uniform(2.0, 8.0) if rng.uniform() < 0.45 else math.exp(rng.uniform(math.log(8), math.log(120)))
+    amp = s.noise * snr * (r0 + (r1 - r0) * t) * (1 + 0.03 * rng.standard_normal(t.size))
+    if s.stacked and rng.uniform() < 0.5:  # a max-pixel stack of frames with read-out gaps: a dashed trail
+        period = rng.uniform(6, 30) * max(s.scale, 0.5)
+        duty = rng.uniform(0.55, 0.9)
+        amp = amp * (((t * length / period + rng.uniform()) % 1) < duty)
     draw_line(s.event, x, y, amp, s.psf, 0.5)
     s.track = (t, amp)
 
@@ -891,6 +942,9 @@ def _caption(rng, img: np.ndarray, allsky: bool) -> None:
         f"{t:%d/%m/%Y  %H:%M:%S}  CAM{rng.integers(1, 5)}",
         f"{station}  {t:%Y%m%d_%H%M%S}",
         f"{t:%Y-%m-%d %H:%M:%S} {station} Watec 902H2",
+        # UFOCapture's PAL caption: date, time (UTC), frame counter, trigger code, site and camera
+        f"{t:%Y/%m/%d %H:%M:%S}.{rng.integers(0, 10)} (UTC)  {rng.integers(0, 10000):04d}  "
+        f"K{rng.integers(0, 100000):05d}+{rng.integers(0, 1000):03d}  {station}  UFOCapV2",
     ])
     bh = int(size * 1.6)
     y0 = h - bh if style in ("band_bottom", "text_bottom") else 0
@@ -987,9 +1041,12 @@ def _gmn_crop(scene: Scene, moving: np.ndarray, sizes: SizeProfile) -> np.ndarra
     return _to_square(crop, size)
 
 
-def _cutout(scene: Scene, frame: np.ndarray, visible: np.ndarray, sizes: SizeProfile) -> np.ndarray:
+def _cutout(scene: Scene, frame: np.ndarray, visible: np.ndarray, sizes: SizeProfile,
+            sides: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """A square window of the finished frame around the event; `sides`: its side range (default: cut-outs')."""
     box = _event_box(visible, rel=0.15, abs_min=0.5 * scene.noise)
-    side = _window_side(scene.rng, sizes.crop_min, min(scene.h, scene.w, sizes.cutout_max))
+    lo, hi = sides or (sizes.crop_min, sizes.cutout_max)
+    side = _window_side(scene.rng, lo, min(scene.h, scene.w, hi))
     y0, x0 = _window(scene, box, side)
     return np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side])
 
@@ -1000,26 +1057,33 @@ def render_scene(sub_label: str, kinds: Sequence[str], rng: np.random.Generator,
     if sub_label not in EVENT_RENDERERS:
         raise ValueError(f"unknown sub_label {sub_label!r}; expected one of {SUB_LABELS}")
     kinds = tuple(kinds)
-    if "allsky_cutout" in kinds:
+    dslr = "dslr_crop" in kinds
+    if dslr and len(kinds) > 1:
+        raise ValueError(f"a dslr_crop comes from its own DSLR scene, not with {kinds}")
+    if dslr:
+        allsky = False
+    elif "allsky_cutout" in kinds:
         allsky = rng.uniform() < 0.6
     elif "frame" in kinds:
         allsky = rng.uniform() < 0.12
     else:
         allsky = rng.uniform() < 0.25
-    scene = _make_scene(rng, allsky, sizes, force_stacked=(sub_label == "meteor_dashed"))
+    scene = _make_scene(rng, allsky, sizes, force_stacked=(sub_label == "meteor_dashed"), dslr=dslr)
     EVENT_RENDERERS[sub_label](scene)
     visible = scene.event if scene.foreground else scene.event * (1 - scene.ground)
     visible = visible * scene.sky_mask if not scene.foreground else visible
     out = []
     frame = None
     for kind in kinds:
-        if kind in ("frame", "allsky_cutout") and frame is None:
-            frame = _finish(scene, scene.static + visible, with_caption=True)
+        if kind in ("frame", "allsky_cutout", "dslr_crop") and frame is None:
+            frame = _finish(scene, scene.static + visible, with_caption=not dslr)
         if kind == "frame":
             out.append(frame)
         elif kind == "allsky_cutout":
             vis = visible if scene.moving is None else np.maximum(visible, scene.moving)
             out.append(_cutout(scene, frame, vis, sizes))
+        elif kind == "dslr_crop":
+            out.append(_cutout(scene, frame, visible, sizes, (sizes.dslr_crop_min, sizes.dslr_crop_max)))
         elif kind == "gmn_crop":
             out.append(_gmn_crop(scene, visible if scene.moving is None else scene.moving + visible, sizes))
         else:

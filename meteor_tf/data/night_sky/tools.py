@@ -69,7 +69,7 @@ def pick_for_sheet(examples: Iterable[Mapping], per_sub_label: int = 4) -> Dict[
     chosen: Dict[str, List[Mapping]] = {}
     for sub, by_kind in buckets.items():
         # one whole frame, then crops (the majority of the captures since 2.0.0)
-        order = [("frame", 1), ("gmn_crop", 2), ("allsky_cutout", 1)]
+        order = [("frame", 1), ("gmn_crop", 1), ("allsky_cutout", 1), ("dslr_crop", 1)]
         picked: List[Mapping] = []
         for kind, k in order:
             picked += by_kind[kind][:k]
