@@ -219,6 +219,16 @@ def _add_tf_serving_routes(app, model: MeteorModel) -> None:
         return missing(name, version) or {"model_version_status": [
             {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
 
+    async def http_error(request: Request, exc):
+        # FastAPI answers a path or method it has no route for with {"detail": ...}; TF Serving with {"error": ...}
+        detail = exc.detail
+        if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+            detail = f"Malformed request: {request.method} {request.url.path}"
+        return JSONResponse({"error": str(detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_api_route("/v1/models/{name}/versions/{version}:predict", predict_version, methods=["POST"],
                       response_model=None)
     app.add_api_route("/v1/models/{name}/metadata", metadata, methods=["GET"], response_model=None)

@@ -233,6 +233,20 @@ def test_unknown_model_or_version_is_404_with_an_error_body(server, capture_byte
     assert_error_body(requests.request(method, server + path, json=body, timeout=60), 404, fragment)
 
 
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/v1/nothing/here"),
+    ("POST", "/v1/models/meteor:classify_everything"),
+    ("GET", "/v1/models/meteor/labels"),
+    ("DELETE", "/v1/models/meteor/metadata"),
+])
+def test_unknown_paths_and_methods_answer_in_tf_servings_error_shape(server, method, path):
+    """TF Serving answers a request it has no handler for with {"error": "Malformed request: ..."}; FastAPI's
+    default would be {"detail": "Not Found"}."""
+    answer = requests.request(method, server + path, timeout=60)
+    assert answer.status_code in (404, 405), answer.text
+    assert answer.json() == {"error": f"Malformed request: {method} {path}"}
+
+
 # --------------------------------------------------------------------------- our client against TF Serving itself
 
 
