@@ -7,7 +7,6 @@ XLA setting cannot leak into the next configuration, and the child's RSS high-wa
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import os
 import platform
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from meteor_tf import io as mio
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -133,7 +134,7 @@ def run_child(script: Path, spec: dict, timeout: Optional[float] = None,
     if inprocess is not None:
         started = time.time()
         try:
-            result = json.loads(json.dumps(inprocess(spec), default=_jsonable))
+            result = json.loads(json.dumps(inprocess(spec), default=mio.jsonable))
         except Exception as e:  # noqa: BLE001 — reported in the table like a failed child
             return {"error": f"{type(e).__name__}: {e}", "spec": spec}
         result.update(child_wall_s=round(time.time() - started, 1), inprocess=True, loadavg_end=loadavg())
@@ -163,28 +164,13 @@ def child_main(argv: Sequence[str], work: Callable[[dict], dict]) -> bool:
     out = Path(argv[argv.index("--child_out") + 1])
     result = work(spec)
     result.setdefault("loadavg_end", loadavg())
-    out.write_text(json.dumps(result, default=_jsonable))
+    out.write_text(json.dumps(result, default=mio.jsonable))
     return True
 
 
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def write_json(path, data) -> Path:
-    """Write JSON atomically (temporary name, then rename) so an interrupted run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=_jsonable))
-    partial.replace(path)
-    return path
+    """Write a benchmark record atomically (the package's one JSON writer)."""
+    return mio.write_json(path, data)
 
 
 def refuse_overwrite(path, overwrite: bool) -> None:

@@ -65,9 +65,10 @@ def render_arrays(meteors: int, non_meteors: int, seed: int, image_size: int, sm
         out["shape"].append(img.shape)
     arrays = {k: np.asarray(v) for k, v in out.items()}
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        np.savez_compressed(path + ".tmp.npz", **arrays)
-        os.replace(path + ".tmp.npz", path)  # a killed run leaves no half-written cache
+        from meteor_tf import io as mio
+
+        with mio.atomic_path(path) as partial:  # a killed run leaves no half-written cache
+            np.savez_compressed(partial, **arrays)
     return arrays
 
 

@@ -15,6 +15,8 @@ from typing import Dict, Optional
 
 from absl import logging
 
+from meteor_tf import io
+
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 NAME = "fashion_mnist"
 # The original gzip MTIME of each upstream file (zalandoresearch/fashion-mnist, 2017-08-31).
@@ -59,7 +61,7 @@ def restore_debian_fashion_mnist(dst_dir, src_dir: str = DEBIAN_DIR, verify: boo
             raise ValueError(f"{os.path.join(src_dir, name)} is not a gzip file")
         # A header without FNAME is exactly 10 bytes; one with a name already is left as it is.
         restored = debian if debian[3] & _GZIP_FNAME else original_gzip_header(name) + debian[10:]
-        _write_atomically(dst, restored)
+        io.write_bytes(dst, restored, unique=True)
         if name in expected and sha256_of(dst) != expected[name]:
             raise ValueError(f"Restored {dst} does not match tfds's checksum for {name}: the Debian package "
                              f"may have changed. Remove {dst}; pass manual_dir= with the upstream files, or "
@@ -117,9 +119,3 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    """Write to a temporary name, then rename: an interrupted run never leaves a half file under the name."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from meteor_tf import CLASS_NAMES, faults
+from meteor_tf import CLASS_NAMES
 from meteor_tf.config import input_rule_of
 from meteor_tf.evaluation import metrics as m
+from meteor_tf.io import atomic_path, write_json  # noqa: F401  TEMPORARY until the CLIs move to meteor_tf.io
 
 ROWS = (("head", "No fine tuning"), ("fine_tune", "With fine tuning"))
 
@@ -108,32 +107,3 @@ def plot_learning_curves(histories: Dict[str, List[dict]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary twin of `path` (same suffix, for writers that check it) and renames it over `path` when
-    the block succeeds, so a kill never leaves half a file where a resumed run looks."""
-    path = Path(path)
-    partial = path.with_name("partial." + path.name)
-    yield partial
-    faults.point("report_write")
-    partial.replace(path)
-
-
-def write_json(path: Path, obj) -> None:
-    """Writes JSON atomically so a kill never leaves half a file."""
-    with atomic_path(path) as partial:
-        partial.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    return str(o)

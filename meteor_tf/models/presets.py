@@ -17,7 +17,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from meteor_tf.data.fashion_mnist import sha256_of
-from meteor_tf.evaluation.report import atomic_path, write_json
+from meteor_tf.io import atomic_path, write_json
 from meteor_tf.models.weights import WeightsNotFoundError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from meteor_tf import CLASS_NAMES
+from meteor_tf import CLASS_NAMES, io
 from meteor_tf.config import DEFAULT_INPUT_RULE
 from meteor_tf.serving import client
 
@@ -306,7 +306,7 @@ class _CsvWriter:
     def __init__(self, path, with_sorted: bool):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name("partial." + self.path.name)
+        self.partial = io.partial_path(self.path)
         self.columns = CSV_COLUMNS + (("sorted_to",) if with_sorted else ())
         # surrogateescape: a file name that is not valid UTF-8 (Latin-1 from an old station PC) is written as its
         # original bytes, so reading the CSV back with the same handler gives the exact path

@@ -19,14 +19,13 @@ installed, TensorFlow's own `tf.lite.Interpreter` otherwise.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from meteor_tf import METEOR
+from meteor_tf import METEOR, io
 from meteor_tf.config import input_rule_of
 from meteor_tf.serving.export import SIGNATURE_IMAGES, IMAGES_INPUT, load_metadata, resolve_model
 
@@ -83,9 +82,7 @@ def convert(version_dir, out_path, quantize: str = "none", representative_images
         info["calibration_images"] = int(len(calibration))
     for path, data in ((out_path, flatbuffer), (metadata_path(out_path), json.dumps(info, indent=2, sort_keys=True,
                                                                                    default=str).encode())):
-        partial = path.with_name(f".partial.{path.name}")  # never a truncated model where a station looks
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        io.write_bytes(path, data)  # never a truncated model where a station looks
     return out_path
 
 

@@ -110,7 +110,7 @@ def save_pretrained(model, out_path: Path) -> Path:
     `_extra/fashion_mnist_head/`, so the file's Fashion-MNIST accuracy can be checked from it alone. Atomic."""
     import keras
 
-    from meteor_tf.evaluation.report import atomic_path
+    from meteor_tf.io import atomic_path
     from meteor_tf.models.weights import save_backbone
 
     head = model.get_layer("head")
@@ -171,7 +171,8 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
         work_dir.mkdir(parents=True, exist_ok=True)
 
         def _record_time(epoch, logs):
-            from meteor_tf.evaluation.report import write_json
+            from meteor_tf.io import write_json
+
             write_json(elapsed_path, {"seconds": earlier + time.time() - started, "epochs_done": epoch + 1})
 
         callbacks = [keras.callbacks.CSVLogger(str(work_dir / "log.csv"), append=True),
@@ -191,7 +192,8 @@ def pretrain_backbone(settings: PretrainSettings, out_path: Path, work_dir: Opti
             # the runner's cached-file readers look for these flat keys
             "depth": settings.depth, "layout": settings.layout, "image_size": settings.image_size,
             "lr": settings.lr}
-    from meteor_tf.evaluation.report import write_json
+    from meteor_tf.io import write_json
+
     write_json(Path(str(out_path) + ".json"), info)
     log.info("Fashion-MNIST pretraining: test accuracy %.4f (first 1,000: %.4f) in %.0f s -> %s", accuracy["all"],
              accuracy["first_1000"], info["seconds"], out_path)

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import keras_tuner as kt
 
+from meteor_tf import io
 from meteor_tf.config import ExperimentConfig
 from meteor_tf.evaluation import report as run_report
 from meteor_tf.tuning.hypermodel import HYPERBAND_KEYS, MeteorHyperModel
@@ -73,7 +74,7 @@ def write_results(tuner_dir: Path, oracle, objective: str, hypermodel: MeteorHyp
         (["epochs"] if any(r["epochs"] != "" for r in rows) else []) + hp_names
     paths = {"csv": tuner_dir / "results.csv", "markdown": tuner_dir / "results.md",
              "plot": tuner_dir / "objective.png"}
-    _write_atomic(paths["csv"], _csv_text(rows, columns))
+    io.write_text(paths["csv"], _csv_text(rows, columns))
     best = best_trial(oracle)
     lines = [f"# meteor_tf tuning results: {tuner_dir}", "",
              f"{settings.get('tuner')} search, objective {objective} (maximised; scored on the tuning split, never "
@@ -88,7 +89,7 @@ def write_results(tuner_dir: Path, oracle, objective: str, hypermodel: MeteorHyp
     if best is not None:
         lines += ["", f"Best: trial {best.trial_id}, {objective} = {best.score:.4f}. Its flags: `best.cfg` "
                       f"(`python -m meteor_tf.main --flagfile={tuner_dir / 'best.cfg'}`)."]
-    _write_atomic(paths["markdown"], "\n".join(lines) + "\n")
+    io.write_text(paths["markdown"], "\n".join(lines) + "\n")
     plot_objective(rows, objective, paths["plot"])
     if best is not None:
         config = best_config(hypermodel, best)
@@ -101,7 +102,7 @@ def write_results(tuner_dir: Path, oracle, objective: str, hypermodel: MeteorHyp
                   f"Run: python -m meteor_tf.main --flagfile={paths['flagfile']}"]
         write_flagfile(paths["flagfile"], config, header)
         paths["best"] = tuner_dir / "best.json"
-        run_report.write_json(paths["best"], {"trial_id": best.trial_id, "objective": objective,
+        io.write_json(paths["best"], {"trial_id": best.trial_id, "objective": objective,
                                                "score": best.score, "hyperparameters": values,
                                                "config": config.to_dict()})
     return paths
@@ -145,11 +146,6 @@ def _csv_text(rows, columns) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with run_report.atomic_path(path) as partial:
-        partial.write_text(text)
-
-
 def plot_objective(rows: Sequence[dict], objective: str, path: Path) -> None:
     """Objective per trial (in trial order) with the best-so-far line; failed trials marked on the axis."""
     plt = run_report._pyplot()
@@ -180,10 +176,9 @@ def plot_objective(rows: Sequence[dict], objective: str, path: Path) -> None:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"{objective} per trial")
     fig.tight_layout()
-    tmp = path.with_name("partial." + path.name)
-    fig.savefig(tmp, dpi=110)
+    with io.atomic_path(path) as partial:
+        fig.savefig(partial, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _trial_number(trial_id) -> int:
@@ -217,4 +212,4 @@ def _flag_value(v) -> str:
 
 def write_flagfile(path: Path, config: ExperimentConfig, header: Sequence[str] = ()) -> None:
     text = "".join(f"# {line}\n" for line in header) + "\n".join(flag_lines(config)) + "\n"
-    _write_atomic(Path(path), text)
+    io.write_text(path, text)
