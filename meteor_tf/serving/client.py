@@ -9,7 +9,8 @@
 The clients use nothing but the predict API (REST `POST /v1/models/NAME:predict`, gRPC `PredictionService/Predict` on
 the `serving_default` signature's `image_bytes` input), so they work against TF Serving's own binary or Docker image,
 a KServe InferenceService, or `meteor_tf.serve`. Model status is the one place those servers answer differently (TF
-Serving: `{"model_version_status": [...]}`, KServe: `{"name": ..., "ready": ...}`); `parse_status` reads both.
+Serving: `{"model_version_status": [...]}`, KServe: `{"name": ..., "ready": ...}`, `meteor_tf.serve`: both in one
+body); `parse_status` reads each, TF Serving's first (it carries the version).
 
 Errors: `InvalidImageError` means the images of this request were refused (the caller may retry them one by one to
 find the bad file); any other `ServingError` (server unreachable, unknown model, server failure) ends the run.

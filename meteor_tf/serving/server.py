@@ -9,12 +9,17 @@ against either:
   `{"instances": [{"image_bytes": {"b64": ...}}]}`) → `{"predictions": [{"meteor_probability": 0.97, "label":
   "meteor", "class_id": 0}, ...]}`; columnar `{"inputs": {"image_bytes": [{"b64": ...}]}}` (or `{"inputs": [...]}`)
   → `{"outputs": {"meteor_probability": [...], "label": [...], "class_id": [...]}}`.
-  `GET /v1/models/NAME` → `{"name": "meteor", "ready": true}` (KServe's status shape, not TF Serving's). TF
-  Serving's own routes answer too: `POST /v1/models/NAME/versions/N:predict`, `GET /v1/models/NAME/metadata` (and
+  The `predict_images` signature answers the same outputs for model inputs sent as numbers (float32 [N, S, S, 1],
+  gray 0..255, `preprocess.to_model_input` already applied): `{"signature_name": "predict_images", "instances":
+  [<S×S×1 nested list>, ...]}` (or `{"images": <S×S×1>}` per instance) → `predictions`, `{"signature_name":
+  "predict_images", "inputs": {"images": [...]}}` (or `"inputs": [...]`) → `outputs`.
+  `GET /v1/models/NAME` → TF Serving's `{"model_version_status": [{"version": "1", "state": "AVAILABLE", ...}]}`
+  with KServe's `"name": "meteor", "ready": true` beside it, so clients of either server read it. TF Serving's other
+  routes answer too: `POST /v1/models/NAME/versions/N:predict`, `GET /v1/models/NAME/metadata` (and
   `/versions/N/metadata`: the signatures in TF Serving's shape), `GET /v1/models/NAME/versions/N` (TF Serving's
   `model_version_status`); another version than the served one is 404.
-- gRPC: TF Serving's `tensorflow.serving.PredictionService/Predict` (input `image_bytes`, DT_STRING [N]; outputs
-  `meteor_probability`, `label`, `class_id`) and `ModelService/GetModelStatus`.
+- gRPC: TF Serving's `tensorflow.serving.PredictionService/Predict` on `serving_default` only (input `image_bytes`,
+  DT_STRING [N]; outputs `meteor_probability`, `label`, `class_id`) and `ModelService/GetModelStatus`.
 
 Labels apply the recall-first threshold stored with the model. Bad requests (not JSON, bad base64, not an image, no
 `instances`) answer HTTP 400 (gRPC INVALID_ARGUMENT) with `{"error": "<what and which instance>"}`; a body above the
@@ -35,6 +40,8 @@ import sys
 import warnings
 from typing import List, Optional
 
+import numpy as np
+
 # kserve.model_server parses sys.argv with its own argparse flags when imported: keep the caller's flags from it.
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
@@ -47,6 +54,7 @@ finally:
 from fastapi import Request  # noqa: E402 — a KServe dependency; at module level so FastAPI resolves the annotation
 
 from meteor_tf.serving import client
+from meteor_tf.serving.export import IMAGES_INPUT, SIGNATURE_IMAGES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8501  # TF Serving's REST port
@@ -60,12 +68,20 @@ log = logging.getLogger("meteor_tf.serve")
 
 @dataclasses.dataclass
 class ParsedRequest:
-    images: List[bytes]
+    images: List[bytes]  # serving_default: the encoded images
     columnar: bool  # answer TF Serving's columnar `outputs` instead of row `predictions`
+    pixels: Optional[np.ndarray] = None  # predict_images: the model inputs, float32 (N, S, S, 1)
 
 
-def parse_request(payload) -> ParsedRequest:
-    """A TF Serving predict body (raw bytes or already-parsed JSON) → the images it carries; InvalidInput when not."""
+# The signatures a predict request may name, each with its one input; explain_images (Grad-CAM) is not served.
+INPUTS = {client.SIGNATURE: client.INPUT_NAME, SIGNATURE_IMAGES: IMAGES_INPUT}
+EXAMPLES = {client.SIGNATURE: '[{"b64": "<base64 image>"}]', SIGNATURE_IMAGES: "[<S×S×1 nested list of numbers>]"}
+
+
+def parse_request(payload, image_size: Optional[int] = None) -> ParsedRequest:
+    """A TF Serving predict body (raw bytes or already-parsed JSON) → the images it carries; InvalidInput when not.
+
+    `image_size`: the side S a `predict_images` request's images must have (any side when None)."""
     if isinstance(payload, (bytes, bytearray, str)):
         try:
             payload = json.loads(payload)
@@ -76,22 +92,53 @@ def parse_request(payload) -> ParsedRequest:
         raise InvalidInput(f"request body must be a JSON object with \"instances\" or \"inputs\", got "
                            f"{type(payload).__name__}")
     signature = payload.get("signature_name") or client.SIGNATURE
-    if signature != client.SIGNATURE:
+    if not isinstance(signature, str) or signature not in INPUTS:
         raise InvalidInput(f"unknown signature_name {signature!r}: this server answers {client.SIGNATURE!r} "
-                           f"(encoded images in {client.INPUT_NAME!r})")
+                           f"(encoded images in {client.INPUT_NAME!r}) and {SIGNATURE_IMAGES!r} (float32 "
+                           f"[N, S, S, 1] in {IMAGES_INPUT!r})")
     if ("instances" in payload) == ("inputs" in payload):
         raise InvalidInput("request needs exactly one of \"instances\" (row format) or \"inputs\" (columnar), "
                            "e.g. {\"instances\": [{\"b64\": \"<base64 image>\"}]}")
     columnar = "inputs" in payload
     key = "inputs" if columnar else "instances"
-    values = payload[key]
+    values, name = payload[key], INPUTS[signature]
     if columnar and isinstance(values, dict):
-        if set(values) != {client.INPUT_NAME}:
-            raise InvalidInput(f"\"inputs\" must hold only {client.INPUT_NAME!r}, got {sorted(values)}")
-        values = values[client.INPUT_NAME]
+        if set(values) != {name}:
+            raise InvalidInput(f"\"inputs\" must hold only {name!r}, got {sorted(values)}")
+        values = values[name]
     if not isinstance(values, list) or not values:
-        raise InvalidInput(f"{key!r} must be a non-empty list of images, e.g. [{{\"b64\": \"<base64 image>\"}}]")
+        raise InvalidInput(f"{key!r} must be a non-empty list of images, e.g. {EXAMPLES[signature]}")
+    if signature == SIGNATURE_IMAGES:
+        if not columnar:  # {"images": <one image>}: the input named, as TF Serving allows in the row format
+            values = [v[name] if isinstance(v, dict) and set(v) == {name} else v for v in values]
+        return ParsedRequest([], columnar, _pixels(values, key, image_size))
     return ParsedRequest([_instance_bytes(v, f"{key}[{i}]") for i, v in enumerate(values)], columnar)
+
+
+def _pixels(values: list, where: str, image_size: Optional[int]) -> np.ndarray:
+    """predict_images' input: JSON numbers in a rectangular (N, S, S, 1) array → float32; InvalidInput naming the
+    expected shape otherwise (TF Serving would let the signature fail on it)."""
+    side = "S" if image_size is None else str(image_size)
+    expected = (f"{SIGNATURE_IMAGES!r} takes {IMAGES_INPUT!r} float32 [N, {side}, {side}, 1]: one {side}×{side}×1 "
+                f"nested list of gray 0..255 numbers per image")
+    try:
+        array = np.array(values, dtype=object)  # ragged lists stay lists inside it: caught as not numbers below
+    except ValueError as e:
+        raise InvalidInput(f"{where}: {expected}; got nested lists numpy cannot arrange ({e})") from None
+    odd = next((v for v in array.flat if type(v) not in (int, float)), expected)  # bool, str, null, dict, list
+    if odd is not expected:
+        raise InvalidInput(f"{where}: {expected}; got a {type(odd).__name__} where a number belongs "
+                           f"({json.dumps(odd)[:40]})")
+    if array.ndim != 4 or (image_size is not None and array.shape[1:] != (image_size, image_size, 1)):
+        raise InvalidInput(f"{where}: {expected}; got shape {list(array.shape)}")
+    try:
+        with np.errstate(over="ignore"):
+            pixels = array.astype(np.float32)
+    except OverflowError:  # an integer beyond float range
+        pixels = None
+    if pixels is None or not np.all(np.isfinite(pixels)):
+        raise InvalidInput(f"{where}: {expected}; got a value that is not a finite float32")
+    return pixels
 
 
 def _instance_bytes(value, where: str) -> bytes:
@@ -126,9 +173,17 @@ class MeteorModel(kserve.Model):
         return self.backend.version if self.backend else None
 
     async def predict(self, payload, headers=None, response_headers=None):
-        request = parse_request(payload)
-        predictions = await asyncio.get_running_loop().run_in_executor(None, self.classify, request.images)
+        request = parse_request(payload, self.backend.image_size)
+        if request.pixels is not None:
+            run, data = self.predict_pixels, request.pixels
+        else:
+            run, data = self.classify, request.images
+        predictions = await asyncio.get_running_loop().run_in_executor(None, run, data)
         return {"outputs": predictions.columns()} if request.columnar else {"predictions": predictions.rows()}
+
+    def predict_pixels(self, pixels: np.ndarray) -> client.Predictions:
+        """The SavedModel's own predict_images signature on checked model inputs (N, S, S, 1)."""
+        return client.Predictions.from_outputs(self.backend.model.predict_images(pixels))
 
     def classify(self, images: List[bytes], where: str = "instances") -> client.Predictions:
         """Check and predict one request's images; InvalidInput naming the first bad one (the whole request fails,
@@ -189,16 +244,21 @@ class BodySizeLimit:
 
 
 def _add_tf_serving_routes(app, model: MeteorModel) -> None:
-    """TF Serving's REST routes KServe lacks: predict on a named version, model metadata, a version's status (in
-    TF Serving's shape). A version other than the served one, or another model name, is 404 as in TF Serving."""
+    """TF Serving's REST routes KServe lacks: predict on a named version, model metadata, model status with and
+    without a version (in TF Serving's shape). A version other than the served one, or another model name, is 404
+    as in TF Serving."""
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    def missing(name: str, version: Optional[str] = None):
+    def missing(name: str, version: Optional[str] = None, status: bool = False):
         if name != model.name:
-            return JSONResponse({"error": f"no model {name!r}; this server has {model.name!r}"}, status_code=404)
+            # a status request: TF Serving's own wording (get_model_status_impl.cc), then what this server has
+            error = f"Could not find any versions of model {name}" if status else f"no model {name!r}"
+            return JSONResponse({"error": f"{error}; this server has {model.name!r}"}, status_code=404)
         if version is not None and version != str(model.version):
-            return JSONResponse({"error": f"model {name!r} has no version {version}; this server has version "
-                                          f"{model.version}"}, status_code=404)
+            error = f"Could not find version {version} of model {name}" if status else \
+                f"model {name!r} has no version {version}"
+            return JSONResponse({"error": f"{error}; this server has version {model.version}"}, status_code=404)
         return None
 
     async def predict_version(name: str, version: str, request: Request):
@@ -215,9 +275,21 @@ def _add_tf_serving_routes(app, model: MeteorModel) -> None:
             "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
             "metadata": {"signature_def": {"signature_def": model.backend.model.signature_defs()}}}
 
-    async def version_status(name: str, version: str):
-        return missing(name, version) or {"model_version_status": [
-            {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    def version_status():
+        # TF Serving's GetModelStatus in JSON (api_rest.md "Model status API", http_rest_api_handler.cc)
+        return {"model_version_status": [{"version": str(model.version), "state": "AVAILABLE" if model.ready else
+                                          "LOADING", "status": {"error_code": "OK", "error_message": ""}}]}
+
+    async def status_of_version(name: str, version: str):
+        return missing(name, version, status=True) or version_status()
+
+    async def status_of_model(name: str):
+        """TF Serving's answer (every version's status) with KServe's V1 readiness fields beside it: a client of
+        either server reads it. 503 while not ready, as KServe's route answers."""
+        if ":" in name:  # GET /v1/models/NAME:predict: TF Serving's status path takes no ':' in the name
+            raise StarletteHTTPException(404)
+        return missing(name, status=True) or JSONResponse({**version_status(), "name": model.name,
+                                                           "ready": model.ready}, 200 if model.ready else 503)
 
     async def http_error(request: Request, exc):
         # FastAPI answers a path or method it has no route for with {"detail": ...}; TF Serving with {"error": ...}
@@ -226,14 +298,17 @@ def _add_tf_serving_routes(app, model: MeteorModel) -> None:
             detail = f"Malformed request: {request.method} {request.url.path}"
         return JSONResponse({"error": str(detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_api_route("/v1/models/{name}/versions/{version}:predict", predict_version, methods=["POST"],
                       response_model=None)
     app.add_api_route("/v1/models/{name}/metadata", metadata, methods=["GET"], response_model=None)
     app.add_api_route("/v1/models/{name}/versions/{version}/metadata", metadata, methods=["GET"], response_model=None)
-    app.add_api_route("/v1/models/{name}/versions/{version}", version_status, methods=["GET"], response_model=None)
+    app.add_api_route("/v1/models/{name}/versions/{version}", status_of_version, methods=["GET"],
+                      response_model=None)
+    app.add_api_route("/v1/models/{name}", status_of_model, methods=["GET"], response_model=None)
+    # KServe adds its own GET /v1/models/{model_name} ({"name", "ready"} only) when the server starts; Starlette
+    # takes the first route that matches, so ours goes to the front of the list whatever the registration order.
+    app.router.routes.insert(0, app.router.routes.pop())
 
 
 def _prediction_servicers(model: MeteorModel):

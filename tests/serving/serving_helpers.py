@@ -62,6 +62,19 @@ def serve_cli(model_dir, port: int, log_path: Path, *args: str):
             process.wait(timeout=10)
 
 
+def model_inputs(version_dir, images) -> np.ndarray:
+    """Encoded captures as an export's predict_images signature takes them: float32 (N, S, S, 1), the export's own
+    size and input rule applied outside the graph."""
+    import tensorflow as tf
+
+    from meteor_tf.data.preprocess import preprocess_bytes
+    from meteor_tf.serving.export import load_metadata
+
+    meta = load_metadata(version_dir)
+    return np.stack([preprocess_bytes(tf.constant(b), int(meta["image_size"]), meta["input_rule"]).numpy()
+                     for b in images])
+
+
 @pytest.fixture(scope="module")
 def served(exported_run, trained_run, capture_bytes):
     """What the serving tests need of the session's export: model dir, version dir, threshold, test images, the run

@@ -22,7 +22,8 @@ import pytest
 import requests
 
 from meteor_tf.serving import client
-from tests.serving.conftest import IMAGE_SIZE, brightness_classifier
+from tests.serving.conftest import IMAGE_SIZE, brightness_classifier, encode
+from tests.serving import serving_helpers
 from tests.serving.serving_helpers import free_port, serve_cli
 
 VERSION = 7  # not 1: the answers must carry the served version, not a constant
@@ -121,14 +122,24 @@ def test_model_status_of_a_version_is_tf_servings_model_version_status(server):
                                                                        f"version {VERSION}: AVAILABLE")
 
 
-def test_model_status_without_version_is_kserves_shape_and_the_client_reads_it(server):
-    # Deliberate difference: `GET /v1/models/NAME` is KServe's route here ({"name", "ready"}); TF Serving answers
-    # {"model_version_status": [...]} on it. The client reads both (parse_status); the versioned route above is TF
-    # Serving's shape.
+def test_model_status_without_version_is_tf_servings_shape_with_kserves_fields_beside_it(server):
+    # TF Serving answers `GET /v1/models/NAME` with every version's status (api_rest.md "Model status API":
+    # GetModelStatusResponse as JSON, as the versioned route above); KServe's V1 protocol with {"name", "ready"}.
+    # This server answers both in one body, so a client of either server reads it.
     status = json_answer(requests.get(f"{server}/v1/models/meteor", timeout=30))
-    assert status.get("name") == "meteor" and status.get("ready") in (True, "True", "true"), status
-    parsed = client.RestClient(server).status()
-    assert parsed.ready and parsed.name == "meteor"
+    assert status == {"model_version_status": [
+        {"version": str(VERSION), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}],
+        "name": "meteor", "ready": True}
+    tf_serving_part = {"model_version_status": status["model_version_status"]}
+    kserve_part = {"name": status["name"], "ready": status["ready"]}
+    assert client.parse_status(tf_serving_part, "meteor") == client.ModelStatus("meteor", True, VERSION,
+                                                                                f"version {VERSION}: AVAILABLE")
+    assert client.parse_status(kserve_part, "meteor") == client.ModelStatus("meteor", True, None, "")
+    # our client takes the TF Serving part, which carries the version
+    assert client.RestClient(server).status() == client.ModelStatus("meteor", True, VERSION,
+                                                                    f"version {VERSION}: AVAILABLE")
+    with pytest.raises(client.ServingError, match="Could not find any versions of model comet"):
+        client.RestClient(server, name="comet").status()
 
 
 @pytest.mark.parametrize("path", ["/v1/models/meteor/metadata", f"/v1/models/meteor/versions/{VERSION}/metadata"])
@@ -187,17 +198,109 @@ def test_predict_columnar_format_answers_outputs_by_name(server, expected, captu
         assert_columns(answer["outputs"], expected, everything)
 
 
-def test_predict_images_signature_with_float_instances_is_refused_in_tf_servings_error_shape(server):
-    # Deliberate difference: TF Serving would run any signature the metadata lists; this server answers only
-    # serving_default (image bytes), and says so with TF Serving's 400 + {"error"} shape.
-    pixels = np.full((IMAGE_SIZE, IMAGE_SIZE, 1), 200.0, np.float32).tolist()
-    for body in ({"signature_name": "predict_images", "instances": [pixels, pixels]},
-                 {"signature_name": "predict_images", "inputs": {"images": [pixels]}}):
-        for path in PREDICT_PATHS.values():
-            assert_error_body(requests.post(server + path, json=body, timeout=60), 400, "predict_images")
-
-
 B64_TEXT = b64(b"%PDF-1.4 certainly not a capture")
+B64_IMAGE = b64(encode(np.full((40, 40), 90, np.uint8)))
+
+
+@pytest.fixture(scope="module")
+def model_inputs(export_dir, capture_bytes):
+    """The captures as predict_images takes them: float32 (N, S, S, 1), the export's own input rule applied."""
+    return serving_helpers.model_inputs(export_dir, capture_bytes)
+
+
+@pytest.fixture(scope="module")
+def expected_images(export_dir, model_inputs):
+    """What the SavedModel's own predict_images signature answers for them, in process."""
+    from meteor_tf.serving.export import ExportedModel
+
+    return ExportedModel(export_dir).predict_images(model_inputs)
+
+
+def test_predict_images_in_process_agrees_with_serving_default(expected, expected_images):
+    # the same captures decoded outside the graph: the same answers, both labels among them
+    np.testing.assert_allclose(expected_images["meteor_probability"], expected["meteor_probability"], atol=1e-5)
+    assert list(expected_images["label"]) == list(expected["label"])
+
+
+@pytest.mark.parametrize("route", sorted(PREDICT_PATHS))
+def test_predict_images_signature_answers_its_own_outputs_in_row_and_columnar_format(server, model_inputs,
+                                                                                     expected_images, route):
+    """A request names its signature (api_rest.md, "Predict API"): predict_images takes the float model inputs,
+    as nested lists in the row format (bare, or {"images": ...} per instance) and the columnar one."""
+    url = server + PREDICT_PATHS[route]
+    everything = list(range(len(model_inputs)))
+    pixels = [image.tolist() for image in model_inputs]
+    for instances in (pixels, [{"images": image} for image in pixels]):
+        answer = json_answer(requests.post(url, json={"signature_name": "predict_images", "instances": instances},
+                                           timeout=60))
+        assert list(answer) == ["predictions"], answer
+        assert_rows(answer["predictions"], expected_images, everything)
+    for inputs in ({"images": pixels}, pixels):
+        answer = json_answer(requests.post(url, json={"signature_name": "predict_images", "inputs": inputs},
+                                           timeout=60))
+        assert list(answer) == ["outputs"], answer
+        assert_columns(answer["outputs"], expected_images, everything)
+    one = json_answer(requests.post(url, json={"signature_name": "predict_images", "instances": pixels[3:4]},
+                                    timeout=60))
+    assert_rows(one["predictions"], expected_images, [3])
+
+
+def pixels(side: int = IMAGE_SIZE, value=200.0) -> list:
+    return np.full((side, side, 1), value).tolist()
+
+
+def ragged() -> list:
+    image = pixels()
+    image[5] = image[5][:-1]  # one row a pixel short
+    return image
+
+
+def with_value(value) -> list:
+    image = pixels()
+    image[3][4][0] = value
+    return image
+
+
+EXPECTED_INPUT = f"'predict_images' takes 'images' float32 [N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1]"
+
+
+@pytest.mark.parametrize("route", sorted(PREDICT_PATHS))
+@pytest.mark.parametrize("body, fragments", [
+    pytest.param({"instances": [pixels(28)]}, (EXPECTED_INPUT, "got shape [1, 28, 28, 1]"), id="28 px"),
+    pytest.param({"inputs": {"images": [pixels(), pixels(64)]}}, (EXPECTED_INPUT,), id="sizes differ"),
+    pytest.param({"instances": [np.full((IMAGE_SIZE, IMAGE_SIZE), 9.0).tolist()]},
+                 (EXPECTED_INPUT, f"got shape [1, {IMAGE_SIZE}, {IMAGE_SIZE}]"), id="no channel axis"),
+    pytest.param({"inputs": pixels()}, (EXPECTED_INPUT, f"got shape [{IMAGE_SIZE}, {IMAGE_SIZE}, 1]"),
+                 id="one image without the batch axis"),
+    pytest.param({"instances": [ragged()]}, (EXPECTED_INPUT, "got a list"), id="ragged rows"),
+    pytest.param({"instances": [with_value("200")]}, (EXPECTED_INPUT, "got a str"), id="a string pixel"),
+    pytest.param({"instances": [with_value(True)]}, (EXPECTED_INPUT, "got a bool"), id="a bool pixel"),
+    pytest.param({"instances": [with_value(None)]}, (EXPECTED_INPUT, "got a NoneType"), id="a null pixel"),
+    pytest.param({"instances": [with_value(1e39)]}, (EXPECTED_INPUT, "not a finite float32"),
+                 id="beyond float32"),
+    pytest.param({"instances": [{"b64": B64_IMAGE}]}, (EXPECTED_INPUT, "got a dict"), id="encoded image"),
+    pytest.param({"inputs": {"image_bytes": [pixels()]}}, ("\"inputs\" must hold only 'images'",),
+                 id="the other signature's input name"),
+    pytest.param({"instances": []}, ("non-empty list",), id="no instance"),
+])
+def test_predict_images_refuses_what_is_not_its_input_with_400_naming_it(server, route, body, fragments):
+    """TF Serving would hand these to the signature and answer its TensorFlow error; this server checks them first
+    and says what the signature takes."""
+    body = {"signature_name": "predict_images", **body}
+    assert_error_body(requests.post(server + PREDICT_PATHS[route], json=body, timeout=60), 400, *fragments)
+
+
+@pytest.mark.parametrize("route", sorted(PREDICT_PATHS))
+def test_predict_images_refuses_nan_and_infinity(server, route):
+    # Deliberate difference: TF Serving's JSON mapping accepts NaN and Infinity for DT_FLOAT; a capture's pixel is
+    # finite, and a NaN input would come back as a NaN probability labelled non_meteor. Refused with 400.
+    for token in ("NaN", "Infinity"):
+        body = json.dumps({"signature_name": "predict_images", "instances": [with_value(0.5)]}).replace("0.5", token)
+        answer = requests.post(server + PREDICT_PATHS[route], data=body, headers={"Content-Type": "application/json"},
+                               timeout=60)
+        assert_error_body(answer, 400)
+
+
 
 
 @pytest.mark.parametrize("route", sorted(PREDICT_PATHS))
@@ -222,9 +325,10 @@ def test_bad_predict_requests_get_400_with_an_error_body(server, route, body, fr
     ("POST", "/v1/models/comet:predict", "comet"),
     ("POST", f"/v1/models/comet/versions/{VERSION}:predict", "comet"),
     ("POST", "/v1/models/meteor/versions/999:predict", "999"),
-    ("GET", "/v1/models/comet", "comet"),
-    ("GET", f"/v1/models/comet/versions/{VERSION}", "comet"),
-    ("GET", "/v1/models/meteor/versions/999", "999"),
+    # the status routes in TF Serving's words (get_model_status_impl.cc)
+    ("GET", "/v1/models/comet", "Could not find any versions of model comet"),
+    ("GET", f"/v1/models/comet/versions/{VERSION}", "Could not find any versions of model comet"),
+    ("GET", "/v1/models/meteor/versions/999", "Could not find version 999 of model meteor"),
     ("GET", "/v1/models/comet/metadata", "comet"),
     ("GET", "/v1/models/meteor/versions/999/metadata", "999"),
 ])
@@ -237,6 +341,7 @@ def test_unknown_model_or_version_is_404_with_an_error_body(server, capture_byte
     ("GET", "/v1/nothing/here"),
     ("POST", "/v1/models/meteor:classify_everything"),
     ("GET", "/v1/models/meteor/labels"),
+    ("GET", "/v1/models/meteor:predict"),  # TF Serving's status path takes no ':' in the model name
     ("DELETE", "/v1/models/meteor/metadata"),
 ])
 def test_unknown_paths_and_methods_answer_in_tf_servings_error_shape(server, method, path):

@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from meteor_tf.serving import client
-from tests.serving.serving_helpers import BAD_FILES, GOOD_FILES, free_port, serve_cli, write_station_folder
+from tests.serving.serving_helpers import (BAD_FILES, GOOD_FILES, free_port, model_inputs, serve_cli,
+                                           write_station_folder)
 from tests.serving.serving_helpers import served  # noqa: F401 — fixture
 
 MAX_REQUEST_BYTES = 200_000
@@ -112,10 +113,34 @@ def test_tf_serving_version_and_metadata_routes(server, served, expected):
     assert parsed.ready and parsed.version == int(version)
 
 
-def test_rest_client_reads_kserves_status_and_predicts(server, served, expected):
+def test_predict_images_over_rest_equals_the_exports_own_signature(server, served):
+    """The float-input signature on the trained model (not permutation-invariant as the contract test's toy is): a
+    server that reorders, rescales or mixes up the pixels it was sent gets other numbers."""
+    from meteor_tf.serving.export import ExportedModel
+
+    inputs = model_inputs(served["version_dir"], served["images"])
+    want = ExportedModel(served["version_dir"]).predict_images(inputs)
+    version = Path(served["version_dir"]).name
+    for path in ("/v1/models/meteor:predict", f"/v1/models/meteor/versions/{version}:predict"):
+        rows = requests.post(server["url"] + path, json={"signature_name": "predict_images",
+                                                         "instances": inputs.tolist()}, timeout=60)
+        assert rows.status_code == 200, rows.text
+        predictions = rows.json()["predictions"]
+        np.testing.assert_allclose([r["meteor_probability"] for r in predictions], want["meteor_probability"],
+                                   atol=1e-5)
+        assert [r["label"] for r in predictions] == list(want["label"])
+        columns = requests.post(server["url"] + path, json={"signature_name": "predict_images",
+                                                            "inputs": {"images": inputs.tolist()}}, timeout=60)
+        np.testing.assert_allclose(columns.json()["outputs"]["meteor_probability"], want["meteor_probability"],
+                                   atol=1e-5)
+        assert columns.json()["outputs"]["class_id"] == list(want["class_id"])
+
+
+def test_rest_client_reads_the_status_and_predicts(server, served, expected):
     rest = client.connect(server["url"])
-    status = rest.status()
-    assert status.ready and status.name == "meteor"
+    status = rest.status()  # TF Serving's model_version_status part of the answer: the served version
+    assert status == client.ModelStatus("meteor", True, int(Path(served["version_dir"]).name),
+                                        f"version {Path(served['version_dir']).name}: AVAILABLE")
     got = rest.predict_bytes(served["images"])
     np.testing.assert_array_equal(got.meteor_probability, expected["meteor_probability"])
     assert got.label == list(expected["label"])
@@ -128,7 +153,9 @@ def test_rest_client_reads_kserves_status_and_predicts(server, served, expected)
     (json.dumps({"instances": [{"b64": b64(b"%PDF-1.4 not an image at all")}]}), {}, "instances[0]: not an image"),
     (json.dumps({"instances": ["raw string"]}), {}, "instances[0]: expected {\"b64\""),
     (json.dumps({"instances": []}), {}, "non-empty list"),
-    (json.dumps({"signature_name": "predict_images", "instances": [{"b64": "AAAA"}]}), {}, "unknown signature_name"),
+    (json.dumps({"signature_name": "explain_images", "instances": [{"b64": "AAAA"}]}), {}, "unknown signature_name"),
+    (json.dumps({"signature_name": "predict_images", "instances": [{"b64": "AAAA"}]}), {},
+     "'predict_images' takes 'images' float32 [N, 32, 32, 1]"),
     (json.dumps({"examples": []}), {}, "exactly one of \"instances\""),
 ])
 def test_bad_requests_get_400_naming_the_problem_and_the_server_keeps_serving(server, served, expected, body,
@@ -249,7 +276,7 @@ def test_a_station_folder_through_rest_and_grpc_gets_the_in_process_answers(serv
         assert "labels from the server" in remote.format()
 
     predict.FLAGS.unparse_flags()
-    try:  # the command: checks the server's status (KServe's shape) first, then classifies
+    try:  # the command: checks the server's status first, then classifies
         predict.FLAGS(["meteor-predict", f"--server={server['url']}", f"--input={station}",
                        f"--output={tmp_path / 'results.csv'}", "--noprogress"])
         assert predict.main(["meteor-predict"]) == 0
