@@ -8,6 +8,11 @@ scaled to 0..1 per image.
     heatmaps = grad_cam(model, images)                 # keras classifier (or an ExportedModel), (N, S, S) in 0..1
     save_overlay(images[0], heatmaps[0], "FF_0001_cam.png", probability=0.97)
 
+`layer=` names an earlier layer of the backbone to compute it on instead (`stage_outputs(model)` lists the output
+of each stage: torchvision's `layer1.1.out` … `layer4.1.out`, keras's `conv2_block3_out` …): a finer map where the
+last one is too coarse (1×1 at 32 px, where `layer1`'s is 8×8 and `layer2`'s 4×4), at the price of features that
+see less of the capture.
+
 The classifier must have the named parts of `meteor_tf.models.classifier.build_classifier` (`preprocess`,
 `backbone`, `avg_pool`, `head`): the explanation model reuses those layers, so it shares the trained weights.
 `meteor_tf.serving.export` bakes the same computation into the SavedModel's `explain_images` signature.
@@ -26,23 +31,49 @@ from meteor_tf import METEOR
 PARTS = ("preprocess", "backbone", "avg_pool", "head")
 
 
-def explanation_model(model):
-    """A callable images → (backbone feature map, class probabilities) running the classifier's own parts in turn.
+def explanation_model(model, layer: Optional[str] = None):
+    """A callable images → (feature map, class probabilities) running the classifier's own parts in turn; the
+    feature map is the backbone's output, or that of its layer named `layer`.
 
     Calling the parts directly (not a second functional keras.Model on them) keeps the feature map the very tensor
-    the head consumes, so the tape can differentiate through it."""
-    names = [layer.name for layer in model.layers]
+    the head consumes, so the tape can differentiate through it. For `layer`, a functional model on the backbone's
+    own graph returns that layer's output beside the backbone's: the same tensor its next layers consume."""
+    import keras
+
+    names = [child.name for child in model.layers]
     missing = [part for part in PARTS if part not in names]
     if missing:
         raise ValueError(f"Grad-CAM needs a meteor_tf classifier with the parts {PARTS}; {model.name!r} lacks "
                          f"{missing} (its layers: {names})")
     preprocess, backbone, avg_pool, head = (model.get_layer(part) for part in PARTS)
+    if layer is None:
+        def features(images, training):
+            feature_map = backbone(images, training=training)
+            return feature_map, feature_map
+    else:
+        if layer not in {child.name for child in backbone.layers}:
+            raise ValueError(f"the backbone has no layer {layer!r}; its stage outputs are {stage_outputs(model)}")
+        features = keras.Model(backbone.inputs, [backbone.get_layer(layer).output, backbone.outputs[0]])
 
     def explainer(images, training=False):
-        feature_map = backbone(preprocess(images), training=training)
-        return feature_map, head(avg_pool(feature_map), training=training)
+        feature_map, last = features(preprocess(images), training=training)
+        return feature_map, head(avg_pool(last), training=training)
 
     return explainer
+
+
+def stage_outputs(model) -> list:
+    """The names of the backbone layers that end each stage (four for a ResNet), first to last: the layers whose
+    outputs feed the next stage, the choices for `grad_cam(..., layer=)`."""
+    backbone = model.get_layer("backbone")
+    ends = {}
+    for layer in backbone.layers:
+        name = layer.name
+        if name.endswith(".out") and name.startswith("layer"):  # torchvision: layer{stage}.{block}.out
+            ends[name.split(".")[0]] = name
+        elif name.endswith("_out") and "_block" in name:  # keras.applications: conv{stage}_block{n}_out
+            ends[name.split("_")[0]] = name
+    return list(ends.values())
 
 
 def cam_tensors(explainer, images, class_index: int = METEOR):
@@ -68,20 +99,24 @@ def cam_tensors(explainer, images, class_index: int = METEOR):
     return cam, score
 
 
-def grad_cam(model, images, batch_size: int = 32, return_probabilities: bool = False):
+def grad_cam(model, images, batch_size: int = 32, return_probabilities: bool = False, layer: Optional[str] = None):
     """Grad-CAM heat maps (N, S, S) in 0..1 for gray 0..255 images (N, S, S, 1) (`preprocess.to_model_input`).
 
-    `model` is a meteor_tf keras classifier, or an `ExportedModel` (its `explain_images` signature). With
+    `model` is a meteor_tf keras classifier, or an `ExportedModel` (its `explain_images` signature, on the last
+    feature map). `layer`: a backbone layer to compute the map on (`stage_outputs`), keras classifiers only. With
     `return_probabilities`, returns (heatmaps, meteor probabilities).
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 1:
         raise ValueError(f"images must be a batch (N, S, S, 1) of gray 0..255 values, got shape {images.shape}")
     if hasattr(model, "explain_images"):  # an exported SavedModel carries its own Grad-CAM signature
+        if layer is not None:
+            raise ValueError(f"an export's explain_images signature is computed on the last feature map; for "
+                             f"layer={layer!r} pass the run's keras model (final/model.keras)")
         out = model.explain_images(images, batch_size=batch_size)
         heatmaps, probabilities = out["heatmap"], out["meteor_probability"]
     else:
-        explainer = explanation_model(model)
+        explainer = explanation_model(model, layer)
         # Eager: tracing forward and backward costs seconds, more than eager's per-op overhead on a folder.
         parts = [cam_tensors(explainer, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         heatmaps = np.concatenate([p[0].numpy() for p in parts]) if parts else np.zeros(images.shape[:3], np.float32)
