@@ -1,18 +1,18 @@
-"""Every experiment flag, defined once (absl); `main` and `tune` share them and build an ExperimentConfig.
+"""Every experiment flag, defined once (absl); `train` and `tune` (meteor_tf.cli) share them and build an
+ExperimentConfig.
 
-The library never reads flags: `config_from_flags()` is the only bridge.
+The library never reads flags: `config_from_flags()` is the only bridge. How commands parse flags (--help, exit
+status 2 on a bad flag) is meteor_tf.cli._common.
 """
 
 from __future__ import annotations
 
 import shlex
-import sys
-from typing import Callable, List
+from typing import List
 
 from absl import flags
 
 from meteor_tf import config as cfg
-from meteor_tf.quiet_tf import import_tensorflow
 
 FLAGS = flags.FLAGS
 _DEFAULTS = cfg.ExperimentConfig()
@@ -173,59 +173,3 @@ def column_label(spec: str) -> str:
 
 def columns(specs: List[str]) -> List[dict]:
     return [parse_column(s) for s in specs]
-
-
-def own_flags_parser(own: flags.FlagValues, doc: str) -> Callable[[List[str]], List[str]]:
-    """An `app.run(flags_parser=...)` for a command with its own FlagValues (`meteor-predict`, `meteor-serve`):
-    --help prints the command's docstring and its flags only, a bad flag is one line on stderr and exit 2, and
-    absl's own flags (logging) keep their defaults."""
-
-    def parse(argv: List[str]) -> List[str]:
-        if any(a in ("help", "--help", "-h", "--helpfull") for a in argv[1:]):
-            print(doc)
-            print(own.get_help())
-            raise SystemExit(0)
-        try:
-            rest = own(argv)
-        except flags.Error as e:
-            print(f"error: {e} (--help lists the flags)", file=sys.stderr)
-            raise SystemExit(2)
-        flags.FLAGS.mark_as_parsed()
-        import_tensorflow()  # after --help and flag errors, which need no TensorFlow
-        return rest
-
-    return parse
-
-
-def global_flags_parser(doc: str, modules: List[str]) -> Callable[[List[str]], List[str]]:
-    """An `app.run(flags_parser=...)` for a command on absl's global FLAGS (`main`, `export`, `tune`): --help and
-    --helpfull print the docstring and the flags defined in `modules` with their defaults and exit 0 (absl's own
-    --help lists only flags defined in `__main__`, none here, and exits 1); a bad flag is one line, exit 2."""
-
-    def parse(argv: List[str]) -> List[str]:
-        if any(a in ("help", "--help", "-h", "--helpfull") for a in argv[1:]):
-            print(doc)
-            for module in [*modules, "__main__"]:  # a CLI run with -m defines its own flags in __main__
-                text = FLAGS.module_help(module)
-                if text:
-                    print(text)
-            raise SystemExit(0)
-        try:
-            rest = FLAGS(argv)
-        except flags.Error as e:
-            print(f"error: {e} (--help lists the flags)", file=sys.stderr)
-            raise SystemExit(2)
-        import_tensorflow()
-        return rest
-
-    return parse
-
-
-def own_entry_point(main: Callable[[List[str]], int], own: flags.FlagValues, doc: str) -> Callable[[], None]:
-    """The console-script `run()` of a command with its own FlagValues: `app.run(main)` with `own_flags_parser`."""
-    from absl import app
-
-    def run() -> None:
-        app.run(main, flags_parser=own_flags_parser(own, doc))
-
-    return run

@@ -1,26 +1,10 @@
-"""python -m meteor_tf.tables — finished runs in the paper's table layout, beside the published numbers.
+# `python -m meteor_tf.tables` and `import meteor_tf.tables` keep working: the command is meteor_tf.cli.tables.
+import sys
 
-    python -m meteor_tf.tables --output_dir=runs --out=docs/results.md
-"""
+from meteor_tf.cli import tables as command
 
-from pathlib import Path
-
-from absl import app, flags
-
-flags.DEFINE_string("output_dir", "runs", "Where the runs are (main's --output_dir).")
-flags.DEFINE_string("out", None, "Also write the markdown to this file.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    del argv
-    from meteor_tf.evaluation.tables import paper_tables
-
-    text = paper_tables(FLAGS.output_dir)
-    print(text)
-    if FLAGS.out:
-        Path(FLAGS.out).write_text(text)
-
-
+__doc__ = command.__doc__  # absl's usage message (a stray argument) prints the __main__ module's docstring
 if __name__ == "__main__":
-    app.run(main)
+    command.run()
+else:
+    sys.modules[__name__] = command  # importers get the command module itself (its FLAGS, main, run)

@@ -379,6 +379,64 @@ def export_run(run_dir: PathLike, base_dir: PathLike = "savedmodels", name: str 
     return export_savedmodel(model, base_dir, name, threshold=meta["threshold"], metadata=meta, version=version)
 
 
+def export_final(result: dict, base_dir: PathLike) -> Optional[Path]:
+    """Exports the final model of a `run_experiment` result (result["final"]["model"] is RUN_DIR/final/model.keras)
+    with `export_run`. None when the run has none (--noretrain_final) and on a non-chief worker, whose run directory
+    is a twin (`distribute.worker_save_path`): the chief exports."""
+    if "final" not in result:
+        return None
+    run_dir = Path(result["final"]["model"]).parent.parent
+    if run_dir.parent.name.startswith("workertemp_"):
+        return None
+    return export_run(run_dir, base_dir=base_dir)
+
+
+def comparison_data(meta: dict, data_dir: Optional[PathLike] = None, calibration_images: int = 200,
+                    compare_images: int = 0):
+    """What TFLite conversions of the export described by `meta` are calibrated and compared on: (validation
+    images, labels, calibration images, description). From `data_dir` (captures kept out of the comparison calibrate,
+    when there are enough), else the run's own data with the final model's inner validation split held out of
+    calibration; all None when there is neither. `compare_images` > 0 caps the comparison."""
+    from meteor_tf.config import ExperimentConfig
+    from meteor_tf.data.dataset import load_examples, load_folder
+
+    size = int(meta["image_size"])
+    rng = np.random.default_rng(0)
+    if data_dir:
+        examples = load_folder(data_dir, size, rule=input_rule_of(meta))
+        order = rng.permutation(len(examples.labels))
+        # calibrate on captures kept out of the comparison when there are enough of them
+        n_cal = min(calibration_images, len(order) // 2)
+        cal_idx, val_idx = (order[:n_cal], order[n_cal:]) if n_cal else (order, order)
+        source = f"{data_dir} ({{n}} captures not used for int8 calibration)"
+    elif meta.get("config"):
+        config = ExperimentConfig.from_dict(meta["config"])
+        examples = load_examples(config)
+        split = final_validation_split(Path(meta.get("run_dir", "")))
+        if split is not None and len(split) and split.max() < len(examples.labels):
+            val_idx = split
+            cal_idx = rng.permutation(np.setdiff1d(np.arange(len(examples.labels)), split))
+            source = f"the final model's inner validation split of {examples.source} ({{n}} captures)"
+        else:
+            val_idx = cal_idx = rng.permutation(len(examples.labels))
+            source = f"{examples.source} ({{n}} captures; the final model trained on them)"
+    else:
+        return None, None, None, None
+    if compare_images:
+        val_idx = val_idx[:compare_images]
+    return (examples.images[val_idx], examples.labels[val_idx], examples.images[cal_idx[:calibration_images]],
+            source.replace("{n}", str(len(val_idx))))
+
+
+def final_validation_split(run_dir: PathLike) -> Optional[np.ndarray]:
+    """The indices of the final model's inner validation split (from its predictions file), None without one."""
+    for phase in ("fine_tune", "head"):
+        path = Path(run_dir) / "final" / f"predictions_{phase}.npz"
+        if path.is_file():
+            return np.load(path)["val_idx"]
+    return None
+
+
 # --------------------------------------------------------------------------------------------------- loading
 class ExportedModel:
     """An exported version loaded in process (`tf.saved_model.load`), called through its signatures.

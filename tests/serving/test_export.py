@@ -294,7 +294,7 @@ def test_command_help_lists_its_flags(tmp_path):
 
 
 def test_main_export_exports_the_final_model_of_the_run(tmp_path, monkeypatch):
-    from meteor_tf.main import export_final
+    from meteor_tf.cli.train import export_final
 
     calls = []
     monkeypatch.setattr(export, "export_run", lambda run_dir, base_dir: calls.append((run_dir, base_dir)) or
@@ -333,7 +333,7 @@ def test_main_export_of_a_real_run_serves_the_runs_final_model(tmp_path):
 def test_main_refuses_export_without_a_final_model(capsys):
     from absl import flags
 
-    from meteor_tf import main as experiment_main
+    from meteor_tf.cli import train as experiment_main
 
     flags.FLAGS.unparse_flags()
     try:

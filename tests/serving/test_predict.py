@@ -182,7 +182,7 @@ def test_sort_never_overwrites_even_a_file_it_did_not_write(tmp_path):
 
 
 def run_predict_cli(*args):
-    from meteor_tf import predict
+    from meteor_tf.cli import predict
 
     predict.FLAGS.unparse_flags()
     try:

@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 
 
 def tune(*argv):
-    from meteor_tf import tune as tune_cli
+    from meteor_tf.cli import tune as tune_cli
 
     FLAGS.unparse_flags()
     FLAGS(["tune", *argv])

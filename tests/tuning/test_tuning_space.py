@@ -149,7 +149,7 @@ def test_flag_lines_parse_back_into_the_same_config(tmp_path):
 
 
 def _tune_in_process(*argv):
-    from meteor_tf import tune
+    from meteor_tf.cli import tune
 
     FLAGS.unparse_flags()
     FLAGS(["tune", *argv])
