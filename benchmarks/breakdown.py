@@ -19,15 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from common import cpu_peak  # benchmarks/ is the script's folder
+from meteor_tf import io
+from meteor_tf.run_dir import RunDir
 
 
 def example_table(run_dir: Path, dataset_seed: int):
     """[(label, sub_label, kind)] in the runner's example order."""
     from meteor_tf.data.night_sky import render
 
-    folds = json.loads((run_dir / "folds.json").read_text())
+    run = RunDir(run_dir)
+    folds = io.read_json(run.split)
     ids = sorted(folds[0]["fit"] + folds[0]["val"] + folds[0]["test"])
-    flags = json.loads((run_dir / "flags.json").read_text())
+    flags = run.read_flags()
     if flags["data"] == "embedded":
         plan = render.plan_dataset(flags["embedded_meteors"], flags["embedded_non_meteors"], dataset_seed)
         by_index = {i: (p.label, p.sub_label, kind) for p in plan for i, kind in zip(p.example_indices, p.kinds)}
@@ -44,8 +47,10 @@ def example_table(run_dir: Path, dataset_seed: int):
 def breakdown(run_dir: Path, phase: str = "fine_tune", dataset_seed: int = 0, threshold: float = 0.5) -> dict:
     table = example_table(run_dir, dataset_seed)
     correct = defaultdict(list)
-    for path in sorted(run_dir.glob(f"fold_*/predictions_{phase}.npz")):
-        p = np.load(path)
+    for part in RunDir(run_dir).folds_on_disk():
+        if not part.predictions(phase).is_file():
+            continue
+        p = part.read_predictions(phase)
         for idx, prob in zip(p["test_idx"], p["test_prob"]):
             label, sub, kind = table[int(idx)]
             ok = (prob >= threshold) == (label == 0)  # column 0 = meteor probability

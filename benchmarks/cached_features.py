@@ -3,7 +3,7 @@
     python benchmarks/cached_features.py [--depth 18] [--size 64] [--folds 10] [--head_epochs 7]
                                          [--data embedded] [--out benchmarks/results/cached_features.json]
 
-Runs the library's runner (`meteor_tf.evaluation.cross_validation.run_experiment`) twice on the same data, folds and
+Runs the library's runner (`meteor_tf.experiment.runner.run_experiment`) twice on the same data, folds and
 seeds, head phase only (`fine_tune=False`, no final retrain), once with `cache_features=True` (the default: pooled
 features computed once per capture, the head trains on them) and once with `cache_features=False` (`--nocache_features`:
 every head step runs the frozen backbone). Each run is a child process of its own. Reports wall time, the speed-up
@@ -34,7 +34,7 @@ def run_child_experiment(spec: dict) -> dict:
     import logging
 
     from meteor_tf.config import ExperimentConfig
-    from meteor_tf.evaluation.cross_validation import run_experiment
+    from meteor_tf.experiment.runner import run_experiment
 
     logging.getLogger("meteor_tf").setLevel(logging.WARNING)
     config = ExperimentConfig(**spec["config"])
@@ -59,7 +59,7 @@ def write_random_backbone(spec: dict) -> dict:
 
 
 def profile_child(spec: dict) -> dict:
-    """cProfile of cached-feature head folds of the runner (`train_and_evaluate`), to show where a fold's time goes."""
+    """cProfile of cached-feature head folds of the runner (`train_fold`), to show where a fold's time goes."""
     import cProfile
     import io
     import logging
@@ -67,23 +67,27 @@ def profile_child(spec: dict) -> dict:
 
     from meteor_tf.config import ExperimentConfig
     from meteor_tf.data.dataset import load_examples
-    from meteor_tf.evaluation import cross_validation as cv
+    from meteor_tf.experiment import fold as ef
+    from meteor_tf.experiment.features import backbone_features
+    from meteor_tf.experiment.model_setup import initial_backbone_path
+    from meteor_tf.experiment.runner import prepare_run_dir
+    from meteor_tf.run_dir import RunRecord
 
     logging.getLogger("meteor_tf").setLevel(logging.WARNING)
     config = ExperimentConfig(**spec["config"])
-    run_dir = cv.prepare_run_dir(config)
-    backbone = cv.initial_backbone_path(config, run_dir)
+    run = prepare_run_dir(config)
+    backbone = initial_backbone_path(config, run)
     examples = load_examples(config)
-    folds = cv.make_folds(config, examples)
-    features = cv.backbone_features(config, examples.images, backbone, run_dir / "features.npy", config.batch_size)
-    record = cv.RunRecord(run_dir)
+    folds = ef.make_folds(config, examples)
+    features = backbone_features(config, examples.images, backbone, run.features, config.batch_size)
+    context = ef.FoldContext(config, examples, run, RunRecord(run), backbone, config.batch_size, features)
     out = {"fold_s": []}
     for k in range(spec["folds"]):
         profiler = cProfile.Profile()
         started = time.time()
         profiler.enable()
-        cv.train_and_evaluate(config, examples, folds[k], f"fold_{k}", run_dir, record, backbone, features,
-                              seed=config.seed + k, batch_size=config.batch_size)
+        context.cached_head = None  # a head compiled anew per fold: the cost this profile shows
+        ef.train_fold(context, folds[k], f"fold_{k}", seed=config.seed + k)
         profiler.disable()
         out["fold_s"].append(round(time.time() - started, 1))
     text = io.StringIO()
@@ -99,25 +103,27 @@ def reuse_child(spec: dict) -> dict:
     import logging
 
     import keras
-    import numpy as np
 
     from meteor_tf.config import ExperimentConfig
     from meteor_tf.data.dataset import load_examples
-    from meteor_tf.evaluation import cross_validation as cv
     from meteor_tf.evaluation import metrics
+    from meteor_tf.experiment import fold as ef
+    from meteor_tf.experiment.features import backbone_features
+    from meteor_tf.experiment.model_setup import initial_backbone_path
+    from meteor_tf.experiment.runner import prepare_run_dir
     from meteor_tf.models.classifier import build_head
     from meteor_tf.training.phases import compile_for_phase
 
     logging.getLogger("meteor_tf").setLevel(logging.WARNING)
     config = ExperimentConfig(**spec["config"])
-    run_dir = cv.prepare_run_dir(config)
-    backbone = cv.initial_backbone_path(config, run_dir)
+    run = prepare_run_dir(config)
+    backbone = initial_backbone_path(config, run)
     t = time.time()
     examples = load_examples(config)
     out = {"load data": time.time() - t}
-    folds = cv.make_folds(config, examples)
+    folds = ef.make_folds(config, examples)
     t = time.time()
-    features = cv.backbone_features(config, examples.images, backbone, run_dir / "features.npy", config.batch_size)
+    features = backbone_features(config, examples.images, backbone, run.features, config.batch_size)
     out["cached features"] = time.time() - t
     keras.utils.set_random_seed(config.seed)
     head = build_head(features.shape[-1], config.head_units, config.head_dropout)

@@ -91,7 +91,7 @@ def accuracy_child(spec: dict) -> dict:
     import logging
 
     from meteor_tf.config import ExperimentConfig
-    from meteor_tf.evaluation.cross_validation import run_experiment
+    from meteor_tf.experiment.runner import run_experiment
 
     logging.getLogger("meteor_tf").setLevel(logging.WARNING)
     config = ExperimentConfig(**spec["config"])

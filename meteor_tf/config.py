@@ -7,7 +7,8 @@ import hashlib
 import json
 from typing import Optional, Tuple
 
-DEPTHS = (18, 34, 50, 101)
+# The allowed values of each setting: their one owner (models, training, flags and the tuner import them).
+DEPTHS = (18, 34, 50, 101)  # the ResNets of the paper's Table 1 (models.resnet builds them)
 LAYOUTS = ("torchvision", "keras")
 PRETRAINS = ("imagenet", "fashion_mnist", "none")
 AUGMENTS = ("none", "on_side", "complete")

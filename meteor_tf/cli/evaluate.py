@@ -40,6 +40,7 @@ def open_model(model: str, work_dir: Path, threshold=None):
     """A `client.Backend` for any model form `--model` takes (a run dir or .keras is exported to `work_dir` first;
     a .keras file's threshold is `threshold`, 0.5 without one)."""
     from meteor_tf.serving import client
+    from meteor_tf.run_dir import RunDir
     from meteor_tf.serving import export as ex
 
     path = Path(model)
@@ -48,7 +49,7 @@ def open_model(model: str, work_dir: Path, threshold=None):
         version = ex.export_savedmodel(ex.load_keras_model(path), work_dir, "meteor", threshold=threshold,
                                        metadata={"input_rule": ex.input_rule_beside(path)})
         return client.open_backend(model=str(version))
-    if path.is_dir() and (path / "final" / "model.keras").is_file():
+    if RunDir.holding_final_model(path) is not None:
         return client.open_backend(model=str(ex.export_run(path, work_dir)))
     return client.open_backend(model=str(path))
 

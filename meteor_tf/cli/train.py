@@ -4,7 +4,7 @@
     python -m meteor_tf.main --flagfile=flags/quickstart.cfg
     python -m meteor_tf.main --flagfile=flags/table3_pretraining_quick.cfg    # several --column runs
 
-Rerunning the same command continues an interrupted run (see meteor_tf.evaluation.cross_validation).
+Rerunning the same command continues an interrupted run (see meteor_tf.experiment.runner).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ FLAGS = flags.FLAGS
 def main(argv) -> int:
     _common.no_positional_args(argv)
     _common.setup_logging()
-    from meteor_tf.evaluation.cross_validation import ConfigMismatchError, run_experiment
+    from meteor_tf.experiment.runner import run_experiment
+    from meteor_tf.run_dir import ConfigMismatchError
     from meteor_tf.data import DataError
     from meteor_tf.models.weights import WeightsNotFoundError
 

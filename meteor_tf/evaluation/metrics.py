@@ -1,4 +1,5 @@
-"""Classification metrics for the meteor class (scikit-learn), the recall-first threshold, and mean ± std."""
+"""Classification metrics for the meteor class (scikit-learn), the recall-first threshold, recall at a minimum
+precision, and mean ± std. The Keras metric trained models carry is in `keras_metrics`."""
 
 from __future__ import annotations
 
@@ -79,3 +80,13 @@ def format_mean_std(stats: Dict[str, float], percent: bool = True) -> str:
     if percent:
         return f"{100 * stats['mean']:.0f}±{100 * stats['std']:.0f}%"
     return f"{stats['mean']:.2f}±{stats['std']:.2f}"
+
+
+def recall_at_precision(labels, meteor_prob, min_precision: float) -> float:
+    """The highest meteor recall of any threshold whose meteor precision is at least `min_precision` (0 if none)."""
+    is_meteor = (np.asarray(labels) == METEOR).astype(int)
+    if is_meteor.sum() == 0:
+        return float("nan")
+    precision, recall, _ = skm.precision_recall_curve(is_meteor, np.asarray(meteor_prob, dtype=np.float64))
+    ok = precision >= min_precision - 1e-12
+    return float(recall[ok].max()) if ok.any() else 0.0

@@ -10,7 +10,6 @@ import numpy as np
 from meteor_tf import CLASS_NAMES
 from meteor_tf.config import input_rule_of
 from meteor_tf.evaluation import metrics as m
-from meteor_tf.io import atomic_path, write_json  # noqa: F401  TEMPORARY until the CLIs move to meteor_tf.io
 
 ROWS = (("head", "No fine tuning"), ("fine_tune", "With fine tuning"))
 

@@ -6,12 +6,12 @@ paper leaves open (image size, folds, epochs, batch), so quick and full-size run
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 from meteor_tf.config import DEFAULT_INPUT_RULE
 from meteor_tf.evaluation import metrics as m
+from meteor_tf.run_dir import runs_in
 
 # (table, column label, match) → published accuracy (no fine tuning, with fine tuning), mean ± std in %.
 PAPER = [
@@ -39,10 +39,10 @@ SETTING_DEFAULTS = {"input_rule": DEFAULT_INPUT_RULE}  # what runs from before a
 
 def finished_runs(output_dir: str) -> List[dict]:
     runs = []
-    for path in sorted(Path(output_dir).glob("*/metrics.json")):
-        result = json.loads(path.read_text())
+    for run in runs_in(output_dir):
+        result = run.read_metrics()
         if "stats" in result and "config" in result:
-            result["run_dir"] = str(path.parent)
+            result["run_dir"] = str(run.path)
             runs.append(result)
     return runs
 

@@ -20,10 +20,8 @@ from typing import Optional, Sequence
 import keras
 from keras import layers
 
+from meteor_tf.config import DEPTHS, LAYOUTS
 from meteor_tf.models.conv import Conv2D
-
-DEPTHS = (18, 34, 50, 101)
-LAYOUTS = ("torchvision", "keras")
 STAGE_FILTERS = (64, 128, 256, 512)
 # depth -> (block type, blocks per stage), He et al. Table 1
 ARCHITECTURES = {

@@ -39,6 +39,7 @@ import numpy as np
 
 from meteor_tf import CLASS_NAMES, METEOR, __version__, faults
 from meteor_tf.config import input_rule_of
+from meteor_tf.run_dir import RunDir, model_info_beside
 
 log = logging.getLogger("meteor_tf")
 
@@ -95,8 +96,8 @@ def resolve_model(path: PathLike) -> Path:
     if (path / "saved_model.pb").is_file():
         return path
     if path.is_file():  # a .keras file or a run's final/model.keras: say how to export its run, not a folder of it
-        run = path.parent.parent if path.parent.name == "final" else None
-        how = (f"`python -m meteor_tf.export --run={run}`" if run is not None else
+        run = RunDir.of_final_model(path)
+        how = (f"`python -m meteor_tf.export --run={run.path}`" if run is not None else
                "`python -m meteor_tf.export --run=runs/<run id>` on the run that wrote it")
         raise ModelNotFoundError(f"{path} is a file, not an exported model: export it first with {how}, then pass "
                                  "--model=savedmodels/meteor (or pass a .tflite file)")
@@ -322,38 +323,37 @@ def _signature_doc(image_size: int, explain: bool) -> dict:
 
 def run_metadata(run_dir: PathLike) -> dict:
     """What an export of `run_dir/final/` records: the model's settings, threshold, CV metrics and provenance."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ModelNotFoundError(f"{run_dir}: no such run directory (runs are written by python -m meteor_tf.main "
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise ModelNotFoundError(f"{run.path}: no such run directory (runs are written by python -m meteor_tf.main "
                                  f"under --output_dir, runs/ by default)")
-    info_path, model_path = run_dir / "final" / "model_info.json", run_dir / "final" / "model.keras"
-    if not (model_path.is_file() and info_path.is_file()):
+    model_path = run.final.model
+    if not run.has_final_model():
         raise ModelNotFoundError(
-            f"{run_dir}: no final model (final/model.keras and final/model_info.json); it is written when a run "
+            f"{run.path}: no final model (final/model.keras and final/model_info.json); it is written when a run "
             f"finishes with --retrain_final (the default): rerun python -m meteor_tf.main with the run's flags to "
             f"finish it")
-    info = json.loads(info_path.read_text())
+    info = run.read_model_info()
     config = info.get("config", {})
     meta = {key: config.get(key) for key in ("depth", "layout", "pretrain", "image_size", "input_rule", "data",
                                              "augment", "target_recall", "seed")}
     meta["input_rule"] = input_rule_of(config)
     meta.update({"normalization": info.get("normalization"), "class_names": info.get("class_names"),
                  "threshold_source": info.get("threshold_source"), "config": config,
-                 "run_id": run_dir.name, "run_dir": str(run_dir.resolve()), "source_model": str(model_path.resolve())})
-    if (run_dir / "metrics.json").is_file():
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+                 "run_id": run.name, "run_dir": str(run.path.resolve()), "source_model": str(model_path.resolve())})
+    metrics = run.read_metrics()
+    if metrics is not None:
         meta["cv_metrics"] = {key: metrics.get(key) for key in ("stats", "threshold", "per_fold")}
         meta["skipped_files"] = len(metrics.get("skipped") or [])
-    if (run_dir / "provenance.json").is_file():
-        meta["provenance"] = json.loads((run_dir / "provenance.json").read_text())
+    if run.read_provenance() is not None:
+        meta["provenance"] = run.read_provenance()
     meta["threshold"] = float(info["threshold"])
     return meta
 
 
 def input_rule_beside(keras_path: PathLike) -> str:
     """The input rule of a run's final/model.keras, from the model_info.json beside it (the default without one)."""
-    info = Path(keras_path).parent / "model_info.json"
-    return input_rule_of(json.loads(info.read_text()).get("config", {}) if info.is_file() else {})
+    return input_rule_of(model_info_beside(keras_path).get("config", {}))
 
 
 def load_keras_model(path: PathLike):
@@ -363,7 +363,7 @@ def load_keras_model(path: PathLike):
     # Even with compile=False Keras rebuilds a compiled sub-model's metrics (the head, trained alone on cached
     # features, carries MeteorAUC): importing these modules registers the Preprocess layer and that metric.
     from meteor_tf.models import classifier  # noqa: F401
-    from meteor_tf.training import phases  # noqa: F401
+    from meteor_tf.evaluation import keras_metrics  # noqa: F401
 
     with warnings.catch_warnings():  # the optimizer's state is not needed for inference, nor its mismatch warning
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -385,10 +385,10 @@ def export_final(result: dict, base_dir: PathLike) -> Optional[Path]:
     is a twin (`distribute.worker_save_path`): the chief exports."""
     if "final" not in result:
         return None
-    run_dir = Path(result["final"]["model"]).parent.parent
-    if run_dir.parent.name.startswith("workertemp_"):
+    run = RunDir.of_final_model(result["final"]["model"])
+    if run.path.parent.name.startswith("workertemp_"):
         return None
-    return export_run(run_dir, base_dir=base_dir)
+    return export_run(run.path, base_dir=base_dir)
 
 
 def comparison_data(meta: dict, data_dir: Optional[PathLike] = None, calibration_images: int = 200,
@@ -430,10 +430,10 @@ def comparison_data(meta: dict, data_dir: Optional[PathLike] = None, calibration
 
 def final_validation_split(run_dir: PathLike) -> Optional[np.ndarray]:
     """The indices of the final model's inner validation split (from its predictions file), None without one."""
+    final = RunDir(run_dir).final
     for phase in ("fine_tune", "head"):
-        path = Path(run_dir) / "final" / f"predictions_{phase}.npz"
-        if path.is_file():
-            return np.load(path)["val_idx"]
+        if final.predictions(phase).is_file():
+            return final.read_predictions(phase)["val_idx"]
     return None
 
 

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from meteor_tf import METEOR
+from meteor_tf import METEOR, io
 
 PARTS = ("preprocess", "backbone", "avg_pool", "head")
 
@@ -157,7 +157,6 @@ def save_overlay(image, heatmap, path, probability: Optional[float] = None, labe
         draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
         draw.text((4, 4), text, fill=(255, 255, 255), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".partial.{path.name}")  # a kill mid-write never leaves a truncated PNG at `path`
-    picture.save(partial, format="PNG")
-    partial.replace(path)
+    with io.atomic_path(path) as partial:  # a kill mid-write never leaves a truncated PNG at `path`
+        picture.save(partial, format="PNG")
     return path

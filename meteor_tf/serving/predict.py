@@ -36,6 +36,7 @@ import numpy as np
 
 from meteor_tf import CLASS_NAMES, io
 from meteor_tf.config import DEFAULT_INPUT_RULE
+from meteor_tf.run_dir import RunDir
 from meteor_tf.serving import client
 
 CSV_COLUMNS = ("path", "meteor_probability", "label", "error")
@@ -363,7 +364,7 @@ class GradCamExplainer:
         dir), else from the in-process SavedModel `backend` runs; ExplainNeedsKerasModel when there is neither."""
         if keras_model:
             path = Path(keras_model)
-            for candidate in ([path] if path.suffix == ".keras" else [path / "final" / "model.keras",
+            for candidate in ([path] if path.suffix == ".keras" else [RunDir(path).final.model,
                                                                         path / "model.keras"]):
                 if candidate.is_file():
                     return cls(_load_keras(candidate), str(candidate), _input_rule_beside(candidate))

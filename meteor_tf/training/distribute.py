@@ -20,9 +20,10 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 import keras
 import tensorflow as tf
 
+from meteor_tf.config import STRATEGIES
+
 logger = logging.getLogger(__name__)
 
-STRATEGY_NAMES = ("auto", "cpu", "mirrored", "multi_worker", "tpu")
 _POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
@@ -64,7 +65,7 @@ def make_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribut
                                "the TPU's name/address, or pick another --strategy (auto, cpu, mirrored, "
                                "multi_worker).") from e
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"strategy {name!r} is not one of {', '.join(STRATEGY_NAMES)}")
+    raise ValueError(f"strategy {name!r} is not one of {', '.join(STRATEGIES)}")
 
 
 def patch_keras_fit_for_multi_worker() -> None:

@@ -11,28 +11,8 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import keras
 
-from meteor_tf import METEOR
+from meteor_tf.evaluation.keras_metrics import MeteorAUC
 from meteor_tf.training.callbacks import SGDR, get_lr, lr_range_test, set_lr
-
-
-# registered: a saved model whose head was compiled alone (cached features) carries this metric in its file
-@keras.saving.register_keras_serializable(package="meteor_tf")
-class MeteorAUC(keras.metrics.AUC):
-    """ROC AUC of the meteor-class probability (softmax column ``METEOR``) against ``label == METEOR``, for
-    models trained with sparse labels (label 0 = meteor)."""
-
-    def __init__(self, name="meteor_auc", class_index: int = METEOR, **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.class_index = class_index
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = keras.ops.reshape(y_true, (-1,))
-        is_meteor = keras.ops.equal(keras.ops.cast(y_true, "int32"), self.class_index)
-        positive = keras.ops.cast(is_meteor, "float32")
-        return super().update_state(positive, y_pred[:, self.class_index], sample_weight=sample_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "class_index": self.class_index}
 
 
 PHASE_SEED_OFFSETS = {"head": 1, "fine_tune": 2}
@@ -161,4 +141,4 @@ def train_phase(model: keras.Model, train_ds, val_ds, epochs: int, lr: float,
     return history, lr_used
 
 
-__all__ = ["MeteorAUC", "make_optimizer", "compile_for_phase", "train_phase", "get_lr"]
+__all__ = ["make_optimizer", "compile_for_phase", "train_phase", "get_lr"]

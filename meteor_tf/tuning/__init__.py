@@ -1,7 +1,7 @@
 """Hyperparameter searches with Keras Tuner over the paper's choices (`python -m meteor_tf.tune`).
 
 - `hypermodel`: `MeteorHyperModel`, the search space ↔ `ExperimentConfig`, `search_space()` (restricting it).
-- `tuners`: random search / Hyperband / Bayesian tuners whose trials run `cross_validation.train_and_evaluate` on a
+- `tuners`: random search / Hyperband / Bayesian tuners whose trials run `experiment.fold.run_folds` on a
   tuning split that never holds the user's held-out test data (`TuningData`, `TrialRunner`, `make_tuner`).
 - `search`: a search before its first trial: distributed role, the `search.json` settings a rerun must match, the
   tuner-directory and data checks.

@@ -1,5 +1,5 @@
 """The paper's choices as a Keras Tuner search space: `MeteorHyperModel` maps a trial's hyperparameters to an
-`ExperimentConfig` (and builds its classifier); training stays in `meteor_tf.evaluation.cross_validation`.
+`ExperimentConfig` (and builds its classifier); training stays in `meteor_tf.experiment`.
 
 Hyperparameters (named after the experiment flags they set, so a results table reads like a command line):
 
@@ -235,7 +235,7 @@ class MeteorHyperModel(kt.HyperModel):
     """The meteor classifier's search space over an `ExperimentConfig`.
 
     `config_for(hp.values)` is the trial's experiment configuration (what `run_trial` trains with
-    `cross_validation.train_and_evaluate`); `build(hp)` returns its untrained classifier, the HyperModel contract
+    `experiment.fold.train_fold`); `build(hp)` returns its untrained classifier, the HyperModel contract
     (e.g. `tuner.hypermodel.build(tuner.get_best_hyperparameters()[0])`).
 
     Hyperband: a trial's `tuner/epochs` budget E (of `max_epochs`) scales both phases,

@@ -1,15 +1,15 @@
 """Keras Tuner tuners whose trials run the library's two-phase training on a tuning split of the training data.
 
 A trial (`run_trial`) turns its hyperparameters into an `ExperimentConfig` (`MeteorHyperModel.config_for`) and calls
-`cross_validation.train_and_evaluate` once per tuning fold, in the trial's own directory
-(`<tuner_dir>/trial_<id>/run`, the run-directory layout of `cross_validation`), so a trial killed halfway resumes
+`experiment.fold.train_fold` once per tuning fold (the runner's own fold loop, `run_folds`), in the trial's own
+directory (`<tuner_dir>/trial_<id>/run`, a run directory, `meteor_tf.run_dir`), so a trial killed halfway resumes
 from its finished phases when the search is rerun. It returns the metrics of the last phase on the tuning fold's
 scoring part; Keras Tuner's oracles (random search, Hyperband, Bayesian optimisation) pick the next trials.
 
 Which data a trial sees (`TuningData`):
 
 1. The user's own evaluation split is computed first, exactly as `python -m meteor_tf.main` computes it from the
-   same flags (`cross_validation.make_folds`): with ``--folds=1`` the hold-out test part, with ``--folds=K`` the test
+   same flags (`experiment.fold.make_folds`): with ``--folds=1`` the hold-out test part, with ``--folds=K`` the test
    part of fold 0. That part is removed from memory before any trial: no trial trains, picks a checkpoint or is
    scored on it. (With K > 1 folds, `main` later tests on the other folds too, which the search did see; only fold
    0's score of the tuned configuration is untouched by the search. `--folds=1` gives a fully clean estimate.)
@@ -26,7 +26,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -35,10 +34,14 @@ from typing import Dict, List, Optional
 import keras_tuner as kt
 import numpy as np
 
-from meteor_tf import METEOR
+from meteor_tf import METEOR, io
 from meteor_tf.config import ExperimentConfig
-from meteor_tf.evaluation import cross_validation as cv
-from meteor_tf.evaluation import report as run_report
+from meteor_tf.evaluation.metrics import recall_at_precision
+from meteor_tf.experiment import fold as ef
+from meteor_tf.experiment.model_setup import initial_backbone_path
+from meteor_tf.experiment.runner import prepare_run_dir
+from meteor_tf.experiment.runtime import make_runtime
+from meteor_tf.run_dir import ConfigMismatchError, PartDir, RunRecord, check_or_record_split
 from meteor_tf.tuning.hypermodel import HYPERBAND_KEYS, MeteorHyperModel
 
 log = logging.getLogger("meteor_tf")
@@ -53,18 +56,6 @@ def objective_name(objective: str) -> str:
     recall_at_precision reports as `val_recall_at_min_precision` (Keras Tuner would take `recall_at_precision` for
     Keras's RecallAtPrecision metric and fail to build it)."""
     return "val_recall_at_min_precision" if objective == "recall_at_precision" else f"val_{objective}"
-
-
-def recall_at_precision(labels, meteor_prob, min_precision: float) -> float:
-    """The highest meteor recall of any threshold whose meteor precision is at least `min_precision` (0 if none)."""
-    from sklearn.metrics import precision_recall_curve
-
-    is_meteor = (np.asarray(labels) == METEOR).astype(int)
-    if is_meteor.sum() == 0:
-        return float("nan")
-    precision, recall, _ = precision_recall_curve(is_meteor, np.asarray(meteor_prob, dtype=np.float64))
-    ok = precision >= min_precision - 1e-12
-    return float(recall[ok].max()) if ok.any() else 0.0
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -82,7 +73,7 @@ class TuningData:
         self._pools: Dict[int, object] = {}
         self._pool_idx: Optional[np.ndarray] = None
         self._ids: Optional[np.ndarray] = None
-        self._folds: Optional[List[cv.FoldData]] = None
+        self._folds: Optional[List[ef.FoldData]] = None
         self.held_out_ids: List[str] = []
 
     def pool(self, image_size: int):
@@ -94,12 +85,12 @@ class TuningData:
         started = time.time()
         examples = dataset.load_examples(self.base.replace(image_size=image_size))
         if self._pool_idx is None:
-            outer = cv.make_folds(self.base, examples)[0]  # main's split from the same flags: its (first) test part
+            outer = ef.make_folds(self.base, examples)[0]  # main's split from the same flags: its (first) test part
             self._ids = examples.ids
             self._pool_idx = np.sort(np.concatenate([outer.fit_idx, outer.val_idx]))
             self.held_out_ids = sorted(examples.ids[outer.test_idx].tolist())
         elif not np.array_equal(examples.ids, self._ids):
-            raise cv.ConfigMismatchError(f"the examples at {image_size} px differ from those at another size "
+            raise ConfigMismatchError(f"the examples at {image_size} px differ from those at another size "
                                          "(files changed during the search?)")
         pool = examples.subset(self._pool_idx)
         del examples
@@ -116,7 +107,7 @@ class TuningData:
         log.info("tuning data at %d px ready in %.1f s", image_size, time.time() - started)
         return pool
 
-    def folds(self) -> List[cv.FoldData]:
+    def folds(self) -> List[ef.FoldData]:
         if self._folds is None:
             self.pool(self.base.image_size)
         return self._folds
@@ -129,7 +120,7 @@ class TuningData:
         return (f"trials are scored by the mean over {len(f)} tuning folds (about {len(f[0].test_idx)} scored, "
                 f"{len(f[0].fit_idx)} fit per fold)")
 
-    def _make_folds(self, pool) -> List[cv.FoldData]:
+    def _make_folds(self, pool) -> List[ef.FoldData]:
         from meteor_tf.data import folds as fd
 
         b = self.base
@@ -140,29 +131,14 @@ class TuningData:
             splits = [(train, score)]
         else:
             splits = fd.stratified_group_folds(labels, groups, n_folds=self.tune_folds, seed=b.seed)
-        out = []
-        for train, score in splits:
-            fit, val = fd.inner_validation_split(train, labels, groups, fraction=b.val_fraction, seed=b.seed)
-            out.append(cv.FoldData(np.asarray(fit), np.asarray(val), np.asarray(score)))
-        return out
+        return [ef.inner_split(b, train, labels, groups, score) for train, score in splits]
 
     def _record_split(self, pool) -> None:
         """tuning_split.json: the held-out ids and each tuning fold's ids; a rerun must find the same split."""
-        ids = pool.ids
         record = {"held_out": self.held_out_ids, "outer_folds": self.base.folds,
-                  "tuning_folds": [{"fit": sorted(ids[f.fit_idx].tolist()), "val": sorted(ids[f.val_idx].tolist()),
-                                    "score": sorted(ids[f.test_idx].tolist())} for f in self._folds]}
-        path = self.tuner_dir / "tuning_split.json"
-        if path.exists():
-            if json.loads(path.read_text()) != record:
-                raise cv.ConfigMismatchError(f"{path}: the data or the split changed since this search started; "
-                                             "use another --tuner_dir or --overwrite")
-            return
-        self.tuner_dir.mkdir(parents=True, exist_ok=True)
-        # several workers of a distributed search may write it at once: each through its own temporary file
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-        tmp.replace(path)
+                  "tuning_folds": ef.split_record(pool.ids, self._folds, test_key="score")}
+        check_or_record_split(self.tuner_dir / "tuning_split.json", record, "search",
+                              "use another --tuner_dir or --overwrite")
 
 
 def check_imagenet_weights(hypermodel: MeteorHyperModel) -> None:
@@ -192,7 +168,7 @@ def check_imagenet_weights(hypermodel: MeteorHyperModel) -> None:
 
 # --------------------------------------------------------------------------------------------------- trials
 class TrialRunner:
-    """Trains and scores one trial's configuration with `cross_validation.train_and_evaluate`."""
+    """Trains and scores one trial's configuration with the runner's fold loop (`experiment.fold.run_folds`)."""
 
     def __init__(self, hypermodel: MeteorHyperModel, data: TuningData, objective: str = "f1",
                  objective_precision: float = 0.95, keep_trial_weights: bool = False):
@@ -210,12 +186,7 @@ class TrialRunner:
     def runtime(self):
         """The tf.distribute strategy and global batch of the base config (made once per process)."""
         if self._runtime is None:
-            from meteor_tf.training import distribute
-
-            base = self.hypermodel.base
-            distribute.set_mixed_precision(base.mixed_precision)
-            strategy = distribute.make_strategy(base.strategy)
-            self._runtime = (strategy, distribute.scaled_batch_size(base.batch_size, strategy))
+            self._runtime = make_runtime(self.hypermodel.base)
         return self._runtime
 
     def evaluate(self, trial_id: str, values: dict, trial_dir: Path) -> Dict[str, float]:
@@ -228,7 +199,7 @@ class TrialRunner:
         score_path = Path(trial_dir) / "score.json"
         settings = json.loads(json.dumps(config.to_dict(), default=list))
         if score_path.exists():
-            saved = json.loads(score_path.read_text())
+            saved = io.read_json(score_path)
             if saved.get("config") == settings:
                 log.info("trial %s: already scored (%s), reusing its result", trial_id, score_path)
                 return saved["metrics"]
@@ -240,25 +211,18 @@ class TrialRunner:
                  or "the base config", _phases_text(config))
         keras.backend.clear_session()
         gc.collect()
-        run_dir = cv.prepare_run_dir(config)
-        record = cv.RunRecord(run_dir)
-        backbone_path = cv.initial_backbone_path(config, run_dir)  # pretrains on Fashion-MNIST once per depth
+        run = prepare_run_dir(config)
+        record = RunRecord(run)
+        backbone_path = initial_backbone_path(config, run)  # pretrains on Fashion-MNIST once per depth
         examples = self.data.pool(config.image_size)  # loads the data once per image size
         folds = self.data.folds()
         started = time.time()  # the trial's time: features, training, scoring
-        strategy, batch_size = self.runtime()
+        runtime = self.runtime()
         per_fold = []
-        with strategy.scope():
-            features, cached_head = None, None
-            if cv.use_cached_features(config):
-                features = cv.backbone_features(config, examples.images, backbone_path, run_dir / "features.npy",
-                                                batch_size)
-                cached_head = cv.CachedHead(config, features.shape[-1])  # traced once for the trial's folds
-            for k, fold in enumerate(folds):
-                results, _ = cv.train_and_evaluate(config, examples, fold, f"fold_{k}", run_dir, record,
-                                                   backbone_path, features, seed=config.seed + 1000 * (k + 1),
-                                                   batch_size=batch_size, cached_head=cached_head)
-                per_fold.append(self._fold_metrics(results, run_dir / f"fold_{k}", examples.labels))
+        with runtime.strategy.scope():
+            context = ef.FoldContext.create(config, examples, run, record, backbone_path, runtime.batch_size)
+            ef.run_folds(context, folds, lambda k, results, _: per_fold.append(
+                self._fold_metrics(results, run.fold(k), examples.labels)))
         metrics = {}
         for name in METRICS:
             vals = np.array([m[name] for m in per_fold], dtype=np.float64)
@@ -267,19 +231,19 @@ class TrialRunner:
         if objective_name(self.objective) not in metrics:
             metrics[objective_name(self.objective)] = float("nan")  # the oracle marks the trial invalid
         metrics["seconds"] = float(time.time() - started)
-        run_report.write_json(score_path, {"trial_id": trial_id, "hyperparameters": values, "config": settings,
+        io.write_json(score_path, {"trial_id": trial_id, "hyperparameters": values, "config": settings,
                                            "metrics": metrics, "per_fold": per_fold,
                                            "phase": per_fold[0]["phase"] if per_fold else None})
         if not self.keep_trial_weights:
-            _remove_weights(run_dir)
+            _remove_weights(run.path)
         log.info("trial %s: %s in %.0f s", trial_id,
                  ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("val_")), metrics["seconds"])
         return metrics
 
-    def _fold_metrics(self, results: dict, fold_dir: Path, labels) -> dict:
+    def _fold_metrics(self, results: dict, part: PartDir, labels) -> dict:
         phase = "fine_tune" if "fine_tune" in results else "head"
         out = {name: float(results[phase]["test"].get(name, float("nan"))) for name in METRICS[:-1]}
-        preds = np.load(fold_dir / f"predictions_{phase}.npz")
+        preds = part.read_predictions(phase)
         out["recall_at_precision"] = recall_at_precision(labels[preds["test_idx"]], preds["test_prob"],
                                                          self.objective_precision)
         out["phase"] = phase
@@ -335,7 +299,7 @@ class _MeteorTuner:
         try:
             return self.runner.evaluate(trial.trial_id, dict(trial.hyperparameters.values),
                                         Path(self.get_trial_dir(trial.trial_id)))
-        except (WeightsNotFoundError, DataError, cv.ConfigMismatchError) as e:
+        except (WeightsNotFoundError, DataError, ConfigMismatchError) as e:
             # bad input, not a bad hyperparameter: stop the search with the message
             raise SearchInputError(str(e)) from e
         except Exception:

@@ -11,7 +11,7 @@ from absl import flags
 from safetensors.numpy import save_file
 
 from meteor_tf import flags as mflags
-from meteor_tf.evaluation import cross_validation as cv
+from meteor_tf.experiment import runner as cv
 from tests.conftest import write_capture_folder
 from tests.models.resnet_reference import random_state_dict
 

@@ -56,3 +56,12 @@ def test_a_metric_undefined_in_a_fold_is_never_averaged_away():
     assert np.isnan(stats["auc"]["mean"]) and np.isnan(stats["auc"]["std"])
     assert m.format_mean_std(stats["auc"], percent=False) == "undefined in 1 of 3 folds"
     assert m.format_mean_std(m.mean_std([{"auc": 0.9}, {"auc": 0.7}], names=("auc",))["auc"], percent=False) == "0.80±0.10"
+
+
+def test_recall_at_precision():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # 0 = meteor
+    prob = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.3, 0.1, 0.05])
+    # thresholds: >=0.8 → 2/2 meteors right (precision 1, recall .5); >=0.7 → 3 of 4 meteors with 1 false alarm
+    assert m.recall_at_precision(labels, prob, 1.0) == pytest.approx(0.5)
+    assert m.recall_at_precision(labels, prob, 0.75) == pytest.approx(0.75)
+    assert m.recall_at_precision(labels, prob, 0.5) == pytest.approx(1.0)

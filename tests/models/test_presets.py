@@ -78,7 +78,7 @@ def test_a_missing_shipped_file_is_an_error_naming_it(tmp_path):
 
 
 def test_fmnist_backbone_setting_picks_the_source(tmp_path, monkeypatch):
-    from meteor_tf.evaluation import cross_validation as cv
+    from meteor_tf.experiment import model_setup as cv
     from meteor_tf.training import pretrain
 
     assert ExperimentConfig().fmnist_backbone == "shipped"

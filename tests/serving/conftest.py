@@ -56,7 +56,7 @@ def trained_run(tmp_path_factory):
     ResNet-18 at 32 px, 2 folds of head then fine-tuning, the final model retrained, on a small streak-or-not
     folder; every export, serving, TFLite and predict test uses its final model and recall-first threshold."""
     from meteor_tf.config import ExperimentConfig
-    from meteor_tf.evaluation import cross_validation as cv
+    from meteor_tf.experiment import runner as cv
 
     root = tmp_path_factory.mktemp("run")
     data = write_streak_task(root / "captures", per_class=24, seed=2)

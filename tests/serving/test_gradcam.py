@@ -166,4 +166,4 @@ def test_overlay_colours_only_where_the_model_looked(tmp_path):
         assert png.format == "PNG" and png.size == (256, 256) and png.mode == "RGB"
         pixels = np.asarray(png)
     assert pixels[:20, :120].max() == 255  # the white "meteor p=0.973" text on its black box
-    assert not list((tmp_path / "cams").glob(".partial*"))
+    assert not list((tmp_path / "cams").glob("*partial*"))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from meteor_tf.evaluation import keras_metrics
 from meteor_tf.training import phases, schedules
 from meteor_tf.training.callbacks import lr_range_test
 
@@ -42,7 +43,7 @@ def test_compile_for_phase_optimizers_and_auc():
 
 
 def test_meteor_auc_uses_class_zero():
-    auc = phases.MeteorAUC()
+    auc = keras_metrics.MeteorAUC()
     y = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], "float32")  # meteors ranked first
     auc.update_state(y, probs)
@@ -123,7 +124,7 @@ def test_a_saved_model_with_the_meteor_auc_metric_loads_without_custom_objects(t
     """Training compiles the head alone (cached features) with MeteorAUC and the saved final model carries it: Keras
     rebuilds it on load even with compile=False, so an unregistered class made every later load of model.keras fail."""
     import keras
-    from meteor_tf.training.phases import MeteorAUC
+    from meteor_tf.evaluation.keras_metrics import MeteorAUC
 
     head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")], name="head")
     head.compile("adam", "sparse_categorical_crossentropy", metrics=[MeteorAUC()])  # as on cached features

@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 
 from meteor_tf import flags as mflags
-from meteor_tf.evaluation import cross_validation as cv
+from meteor_tf.experiment import fold as cv
 from tests.conftest import write_capture_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,12 +62,12 @@ def score(tuner_dir, trial_id):
 def resumed_search(workspace):
     """A random search of two pretrained ResNet-18 trials over the fine-tuning recipe, stopped in trial 0's second
     phase (max_trials=1), rerun with max_trials=2, then rerun once more. Records the phases each run trained and
-    the examples every train_and_evaluate call was given."""
+    the examples every train_fold call was given."""
     root, data, weights = workspace
     tuner_dir = root / "resume"
     args = tiny_flags(root, data, "--pretrain=fashion_mnist", f"--weights={weights}", "--tuner=random",
                       f"--tuner_dir={tuner_dir}", "--search_space=augment=none")
-    real_run_phase, real_train = cv.run_phase, cv.train_and_evaluate
+    real_run_phase, real_train = cv.run_phase, cv.train_fold
     out = {"dir": tuner_dir, "args": args, "phases": [], "seen": [], "interrupt": True}
 
     def run_phase(config, phase, *a, **k):
@@ -76,13 +76,14 @@ def resumed_search(workspace):
         out["phases"][-1].append(phase)
         return real_run_phase(config, phase, *a, **k)
 
-    def train_and_evaluate(config, examples, fold, *a, **k):
+    def train_fold(context, fold, *a, **k):
+        examples = context.examples
         out["seen"].append({"ids": set(examples.ids.tolist()), "fold": fold, "ids_array": examples.ids})
-        return real_train(config, examples, fold, *a, **k)
+        return real_train(context, fold, *a, **k)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(cv, "run_phase", run_phase)
-    mp.setattr(cv, "train_and_evaluate", train_and_evaluate)
+    mp.setattr(cv, "train_fold", train_fold)
     try:
         out["phases"].append([])
         out["rc"] = [tune(*args, "--max_trials=1")]
@@ -185,14 +186,15 @@ def test_best_cfg_round_trips_through_mains_flags(resumed_search):
 
 
 def fake_training(monkeypatch):
-    """Stands in for cross_validation.train_and_evaluate (seconds instead of minutes) where a test is about the
+    """Stands in for experiment.fold.train_fold (seconds instead of minutes) where a test is about the
     oracles: writes the predictions file the scorer reads, with a quality that grows with lr_fine_tune; records the
     configs trained. The same tests also run with real training ("real" in TRAINING)."""
     from meteor_tf.evaluation.metrics import classification_metrics
 
     calls = []
 
-    def train_and_evaluate(config, examples, fold, name, run_dir, *a, **k):
+    def train_fold(context, fold, name, seed):
+        config, examples, run_dir = context.config, context.examples, context.run.path
         y = examples.labels[fold.test_idx]
         skill = (np.log10(config.lr_fine_tune) + 5) / 3  # 0 at 1e-5 … 1 at 1e-2
         jitter = (np.arange(len(y)) % 5 - 2) * 0.15
@@ -204,7 +206,7 @@ def fake_training(monkeypatch):
         return {"fine_tune": {"test": classification_metrics(y, prob), "epochs": config.fine_tune_epochs,
                               "lr": config.lr_fine_tune, "history": {}}}, None
 
-    monkeypatch.setattr(cv, "train_and_evaluate", train_and_evaluate)
+    monkeypatch.setattr(cv, "train_fold", train_fold)
     return calls
 
 
@@ -289,7 +291,7 @@ def test_failing_trials_are_reported_and_stop_the_search(workspace, monkeypatch,
     def broken(*a, **k):
         raise FloatingPointError("loss is NaN")
 
-    monkeypatch.setattr(cv, "train_and_evaluate", broken)
+    monkeypatch.setattr(cv, "train_fold", broken)
     rc = tune(*tiny_flags(root, data, "--pretrain=none", "--tuner=random", "--max_trials=5",
                           f"--tuner_dir={tuner_dir}", "--search_space=augment=none"))
     assert rc == 1
@@ -304,13 +306,14 @@ def test_image_size_is_searched_on_the_same_examples_and_split(workspace, monkey
     tuner_dir = root / "sizes"
     calls = fake_training(monkeypatch)
     seen = []
-    fake = cv.train_and_evaluate
+    fake = cv.train_fold
 
-    def sizes(config, examples, fold, *a, **k):
-        seen.append((config.image_size, examples.images.shape[1:], tuple(examples.ids), tuple(fold.test_idx)))
-        return fake(config, examples, fold, *a, **k)
+    def sizes(context, fold, *a, **k):
+        examples = context.examples
+        seen.append((context.config.image_size, examples.images.shape[1:], tuple(examples.ids), tuple(fold.test_idx)))
+        return fake(context, fold, *a, **k)
 
-    monkeypatch.setattr(cv, "train_and_evaluate", sizes)
+    monkeypatch.setattr(cv, "train_fold", sizes)
     args = [a for a in tiny_flags(root, data, "--pretrain=none") if not a.startswith("--image_size")]
     assert tune(*args, "--tuner=random", "--max_trials=4", f"--tuner_dir={tuner_dir}",
                 "--search_space=augment=none", "--search_space=image_size=32,48") == 0

@@ -6,14 +6,13 @@ import sys
 from pathlib import Path
 
 import keras_tuner as kt
-import numpy as np
 import pytest
 from absl import flags
 
 from meteor_tf import flags as mflags
 from meteor_tf.config import ExperimentConfig
 from meteor_tf.tuning import hypermodel as hm
-from meteor_tf.tuning import report, tuners
+from meteor_tf.tuning import report
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = flags.FLAGS
@@ -120,15 +119,6 @@ def test_lr_find_leaves_the_learning_rates_to_the_range_test():
     assert "lr_head" not in names and "lr_fine_tune" not in names
     names = hm.MeteorHyperModel(base, hm.search_space(base, ["lr_head=0.01:0.1"])).tuned_names()
     assert "lr_head" in names
-
-
-def test_recall_at_precision():
-    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # 0 = meteor
-    prob = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.3, 0.1, 0.05])
-    # thresholds: >=0.8 → 2/2 meteors right (precision 1, recall .5); >=0.7 → 3 of 4 meteors with 1 false alarm
-    assert tuners.recall_at_precision(labels, prob, 1.0) == pytest.approx(0.5)
-    assert tuners.recall_at_precision(labels, prob, 0.75) == pytest.approx(0.75)
-    assert tuners.recall_at_precision(labels, prob, 0.5) == pytest.approx(1.0)
 
 
 def test_flag_lines_parse_back_into_the_same_config(tmp_path):

@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Tuple
 
-
-CLASS_NAMES = ("meteor", "non_meteor")
+from meteor_tf import CLASS_NAMES  # noqa: F401  (the package's one class order, re-exported for the renderer)
 
 METEOR_SUB_LABELS = (
     "meteor",  # ordinary meteor: straight streak with a light curve

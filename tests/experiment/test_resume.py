@@ -79,12 +79,12 @@ def test_a_resumed_phase_log_keeps_each_backed_up_epoch_once(tmp_path):
     """What a killed process leaves: epochs 0 and 1 logged (1 twice, as a kill between the log and the backup
     repeats it), a half-written row of epoch 2; the backup holds 2 epochs. The log keeps epochs 0 and 1, once each,
     so the resumed process appends epoch 2 after them on a line of its own."""
-    from meteor_tf.evaluation.cross_validation import _keep_backed_up_rows, _read_csv_log
+    from meteor_tf.experiment.phase import _keep_backed_up_rows, read_csv_log
 
     log = tmp_path / "fine_tune_log.csv"
     log.write_text("epoch,loss,val_loss\n0,0.9,0.8\n1,0.7,0.75\n1,0.71,0.76\n2,0.6")
     _keep_backed_up_rows(log, 2)
     assert log.read_text().splitlines() == ["epoch,loss,val_loss", "0,0.9,0.8", "1,0.71,0.76"]
-    assert _read_csv_log(log) == {"loss": [0.9, 0.71], "val_loss": [0.8, 0.76]}
+    assert read_csv_log(log) == {"loss": [0.9, 0.71], "val_loss": [0.8, 0.76]}
     _keep_backed_up_rows(log, 0)  # no backup: the phase starts again, its log too
     assert log.read_text().splitlines() == ["epoch,loss,val_loss"]

@@ -4,7 +4,7 @@ held-out folds. A broken loss, label order, preprocessing, freezing or weight lo
 tests check only files and plumbing."""
 
 from meteor_tf.config import ExperimentConfig
-from meteor_tf.evaluation import cross_validation as cv
+from meteor_tf.experiment import runner as cv
 from tests.conftest import write_streak_task
 
 

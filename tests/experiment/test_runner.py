@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from meteor_tf.config import ExperimentConfig
-from meteor_tf.evaluation import cross_validation as cv
+from meteor_tf.experiment import features
+from meteor_tf.experiment import fold as fold_module
+from meteor_tf.experiment import runner as cv
+from meteor_tf.run_dir import ConfigMismatchError, RunDir
 from tests.conftest import write_capture_folder
 
 
@@ -67,7 +70,7 @@ def test_a_second_run_of_the_same_command_reuses_the_finished_work(tmp_path, cap
     config = tiny_config(tmp_path, capture_folder)
     first = cv.run_experiment(config)
     calls = []
-    monkeypatch.setattr(cv, "run_phase", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(fold_module, "run_phase", lambda *a, **k: calls.append(a))
     second = cv.run_experiment(config)
     assert calls == []
     assert second["stats"] == first["stats"]
@@ -78,7 +81,7 @@ def test_a_second_run_of_the_same_command_reuses_the_finished_work(tmp_path, cap
 def test_a_run_id_with_other_settings_is_refused(tmp_path, capture_folder):
     config = tiny_config(tmp_path, capture_folder, run_id="same")
     cv.prepare_run_dir(config)
-    with pytest.raises(cv.ConfigMismatchError, match="other settings .*depth"):
+    with pytest.raises(ConfigMismatchError, match="other settings .*depth"):
         cv.prepare_run_dir(config.replace(depth=34))
 
 
@@ -88,7 +91,7 @@ def spy_on_training_data(monkeypatch) -> list:
     from meteor_tf.data import dataset as dataset_mod
     from meteor_tf.data import pipeline
 
-    real_load, real_features, real_make_dataset = dataset_mod.load_examples, cv.backbone_features, pipeline.make_dataset
+    real_load, real_features, real_make_dataset = dataset_mod.load_examples, fold_module.backbone_features, pipeline.make_dataset
 
     def tagged_load(config):
         ex = real_load(config)
@@ -108,7 +111,7 @@ def spy_on_training_data(monkeypatch) -> list:
         return real_make_dataset(images, labels, *a, **k)
 
     monkeypatch.setattr(dataset_mod, "load_examples", tagged_load)
-    monkeypatch.setattr(cv, "backbone_features", tagged_features)
+    monkeypatch.setattr(fold_module, "backbone_features", tagged_features)
     monkeypatch.setattr(pipeline, "make_dataset", spy_make_dataset)
     return seen
 
@@ -150,7 +153,7 @@ def test_no_test_fold_capture_or_scene_mate_reaches_the_cached_feature_head(tmp_
     real_load = dataset_mod.load_examples
     seen = spy_on_training_data(monkeypatch)
     config = tiny_config(tmp_path, data, pretrain="fashion_mnist", weights=str(backbone_file), head_epochs=2)
-    assert cv.use_cached_features(config)
+    assert features.use_cached_features(config)
     cv.run_experiment(config)
     examples = real_load(config)
     folds = json.loads((tmp_path / "runs" / config.derived_run_id() / "folds.json").read_text())
@@ -198,7 +201,7 @@ def test_cached_head_starts_each_fold_from_the_folds_weights_and_a_fresh_optimiz
     from meteor_tf.models.classifier import build_head
 
     config = tiny_config(tmp_path, tmp_path, pretrain="fashion_mnist", head_epochs=1)
-    shared = cv.CachedHead(config, feature_dim=8)
+    shared = features.CachedHead(config, feature_dim=8)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 8)).astype("float32"), rng.integers(0, 2, 16)
     shared.model.fit(x, y, epochs=1, batch_size=4, verbose=0)
@@ -254,8 +257,8 @@ def test_a_resume_with_other_thread_settings_is_reported(tmp_path, caplog):
     from meteor_tf.evaluation.provenance import threads
 
     (tmp_path / "provenance.json").write_text(json.dumps({"threads": threads()}))
-    assert cv.check_threads(tmp_path)
+    assert cv.check_threads(RunDir(tmp_path))
     (tmp_path / "provenance.json").write_text(json.dumps({"threads": dict(threads(), usable_cores=64)}))
     with caplog.at_level("WARNING", logger="meteor_tf"):
-        assert not cv.check_threads(tmp_path)
+        assert not cv.check_threads(RunDir(tmp_path))
     assert "the run started with" in caplog.text
