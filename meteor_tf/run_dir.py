@@ -96,9 +96,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def __truediv__(self, name):
-        return self.path / name
-
     # ---------------------------------------------------------------------------------------------- files
     flags = property(lambda self: self.path / "flags.json")
     provenance = property(lambda self: self.path / "provenance.json")

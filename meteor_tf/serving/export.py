@@ -345,8 +345,9 @@ def run_metadata(run_dir: PathLike) -> dict:
     if metrics is not None:
         meta["cv_metrics"] = {key: metrics.get(key) for key in ("stats", "threshold", "per_fold")}
         meta["skipped_files"] = len(metrics.get("skipped") or [])
-    if run.read_provenance() is not None:
-        meta["provenance"] = run.read_provenance()
+    provenance = run.read_provenance()
+    if provenance is not None:
+        meta["provenance"] = provenance
     meta["threshold"] = float(info["threshold"])
     return meta
 
