@@ -98,11 +98,13 @@ def _phases(config: ExperimentConfig) -> List[str]:
     return ["head", "fine_tune"] if config.fine_tune else ["head"]
 
 
-def train_fold(context: FoldContext, fold: FoldData, name: str, seed: int) -> Tuple[Dict[str, dict], object]:
+def train_fold(context: FoldContext, fold: FoldData, name: str, seed: int,
+               need_model: bool = True) -> Tuple[Dict[str, dict], object]:
     """Both phases of one fold (or of the final model): head on the frozen backbone, then fine-tuning.
 
-    Returns ({phase: test-fold metrics at 0.5, LR, history}, the trained model); predictions go to the part's
-    predictions_{phase}.npz. With cached features the head phase trains and predicts on them."""
+    Returns ({phase: test-fold metrics at 0.5, LR, history}, the trained model, or None when `need_model` is False
+    and every phase was already recorded: a finished fold is neither rebuilt nor reloaded); predictions go to the
+    part's predictions_{phase}.npz. With cached features the head phase trains and predicts on them."""
     from meteor_tf.models.freeze import set_phase
     from meteor_tf.training.phases import seed_phase
 
@@ -111,15 +113,26 @@ def train_fold(context: FoldContext, fold: FoldData, name: str, seed: int) -> Tu
     part = c.run.part(name).mkdir()
     x, y = c.examples.images, c.examples.labels
     results: Dict[str, dict] = {}
-    model = build_model(config, c.backbone_path, seed)
+    model, recorded = None, None  # built, and the last recorded phase's weights loaded, only when needed
+
+    def current_model():
+        nonlocal model, recorded
+        if model is None:
+            model = build_model(config, c.backbone_path, seed)
+        if recorded is not None:
+            model.load_weights(str(recorded))
+            recorded = None
+        return model
+
     for phase in _phases(config):
         key = f"{name}/{phase}"
         weights_after = part.weights_after(phase)
         done = c.record.done(key)
         if done is not None:
-            model.load_weights(str(weights_after))
+            recorded = weights_after
             results[phase] = done
             continue
+        model = current_model()
         started = time.time()
         on_features = phase == "head" and features is not None
         if phase == "head":
@@ -160,7 +173,7 @@ def train_fold(context: FoldContext, fold: FoldData, name: str, seed: int) -> Tu
         results[phase] = result
         log.info("%s %s: %s", name, phase, {k: round(v, 4) for k, v in result["test"].items()
                                             if isinstance(v, float)})
-    return results, model
+    return results, (current_model() if need_model else model)
 
 
 def run_folds(context: FoldContext, folds: List[FoldData],
@@ -174,7 +187,8 @@ def run_folds(context: FoldContext, folds: List[FoldData],
         if progress is not None:
             progress(f"fold {k + 1}/{len(folds)}: fit {len(fold.fit_idx)}, inner validation {len(fold.val_idx)}, "
                      f"test {len(fold.test_idx)}")
-        per_fold[fold_name(k)], _ = train_fold(context, fold, fold_name(k), seed=fold_seed(context.config, k))
+        per_fold[fold_name(k)], _ = train_fold(context, fold, fold_name(k), seed=fold_seed(context.config, k),
+                                               need_model=False)
         if after_fold is not None:
             after_fold(k, per_fold[fold_name(k)], started)
     return per_fold

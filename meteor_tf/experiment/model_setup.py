@@ -28,7 +28,7 @@ def initial_backbone_path(config: ExperimentConfig, run: RunDir) -> Optional[Pat
     model = build_classifier_from_config(config)
     backbone = model.get_layer("backbone")
     if config.pretrain == "imagenet":
-        w.load_imagenet_weights(backbone, config.depth, config.layout, source=config.weights)
+        w.load_imagenet_weights(backbone, source=config.weights)
     else:
         source = Path(config.weights) if config.weights else fashion_mnist_source(config)
         w.load_backbone(backbone, str(source))

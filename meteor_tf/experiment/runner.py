@@ -44,7 +44,17 @@ def prepare_run_dir(config: ExperimentConfig, strategy=None) -> RunDir:
     run = RunDir(path)
     check_settings(run, config.to_dict(), ExperimentConfig.NOT_IN_RUN_ID)
     io.write_json(run.flags, config.to_dict())
+    upgrade_checkpoints(run)
     return run
+
+
+def upgrade_checkpoints(run: RunDir) -> None:
+    """Renames the groups of checkpoints written before backbones knew their structure, so the run resumes."""
+    from meteor_tf.models import weights
+
+    for path in sorted(run.path.rglob("*.weights.h5")):
+        if weights.upgrade_classifier_weights(path):
+            log.info("%s: checkpoint of an older meteor_tf, upgraded to today's layer names", path)
 
 
 def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = log.info) -> dict:

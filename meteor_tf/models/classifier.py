@@ -125,7 +125,7 @@ def build_classifier(depth: int, layout: str = "torchvision", image_size: Option
                                      input_channels=stem_channels, name="backbone")
     x = backbone(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = build_head(resnet.feature_channels(depth), head_units, head_dropout, num_classes,
+    outputs = build_head(backbone.feature_channels, head_units, head_dropout, num_classes,
                          batch_norm=head_batch_norm)(x)
     return keras.Model(images, outputs, name=name or f"resnet{depth}_classifier")
 

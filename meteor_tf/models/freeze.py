@@ -46,7 +46,7 @@ def set_phase(model: keras.Model, phase: str, frozen_convs: int = 6) -> keras.Mo
     elif phase == "fine_tune":
         for conv_name in first_convs(backbone, frozen_convs):
             backbone.get_layer(conv_name).trainable = False
-            backbone.get_layer(resnet.batch_norm_for(conv_name)).trainable = False
+            backbone.batch_norm_for(conv_name).trainable = False
     return model
 
 
@@ -66,20 +66,26 @@ def _set_trainable(model, value):
 
 def first_convs(model_or_backbone: keras.Model, n: int) -> List[str]:
     """Names of the first `n` conv layers in forward order (stem, each block's main path, then its shortcut)."""
-    convs = resnet.conv_layers(_backbone_of(model_or_backbone))
+    convs = _backbone_of(model_or_backbone).conv_layers()
     if n > len(convs):
         raise ValueError(f"frozen_convs={n} but the backbone has only {len(convs)} conv layers")
     return [layer.name for layer in convs[:n]]
 
 
-def _backbone_of(model):
+def _backbone_of(model) -> resnet.ResNetBackbone:
     """The `backbone` sub-model of a classifier, or the model itself when it is a bare backbone."""
+    if isinstance(model, resnet.ResNetBackbone):
+        return model
     try:
-        return model.get_layer("backbone")
+        backbone = model.get_layer("backbone")
     except ValueError:
-        if any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
-            return model
-        raise ValueError(f"model {model.name!r} has no 'backbone' sub-model and no conv layers") from None
+        raise ValueError(f"model {model.name!r} has no 'backbone' sub-model") from None
+    if not isinstance(backbone, resnet.ResNetBackbone):
+        # A model saved before backbones knew their structure: its weights load into a freshly built classifier.
+        raise ValueError(f"the backbone of {model.name!r} is a plain {type(backbone).__name__}, not a "
+                         "meteor_tf ResNetBackbone: build the model with meteor_tf.models.build_classifier and load "
+                         "its weights (model.load_weights) to train it in phases")
+    return backbone
 
 
 @dataclasses.dataclass

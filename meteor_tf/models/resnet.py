@@ -11,6 +11,11 @@ Two layouts of the same network:
   copy by name.
 
 Both end at the last feature map (no pooling). Only ``keras.layers`` are used, so the builders run on any backend.
+
+The backbone is a `ResNetBackbone` (a functional `keras.Model`, as keras-hub's `ResNetBackbone` is): it knows its
+depth, layout and its conv layers in forward order with the BatchNorm after each, and serialises as
+``{"depth", "layout", "input_shape", "input_channels"}`` through `get_config`, so freezing, weight loading and export
+ask the model instead of parsing layer names or carrying depth and layout beside it.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def feature_channels(depth: int) -> int:
 
 
 def build_backbone(depth: int, layout: str = "torchvision", input_shape: Sequence[Optional[int]] = (None, None, 3),
-                   input_channels: int = 3, name: Optional[str] = None) -> keras.Model:
+                   input_channels: int = 3, name: Optional[str] = None) -> "ResNetBackbone":
     """Build a ResNet backbone from images (N, H, W, C) to the last feature map (N, H/32, W/32, 512 or 2048).
 
     Args:
@@ -67,15 +72,82 @@ def build_backbone(depth: int, layout: str = "torchvision", input_shape: Sequenc
             see `meteor_tf.models.weights`).
         name: model name; default "resnet{depth}" / "resnet{depth}_keras".
     """
-    check_architecture(depth, layout)
-    shape = _resolve_input_shape(input_shape, input_channels)
-    inputs = keras.Input(shape=shape, name="images")
-    if layout == "torchvision":
-        outputs = _torchvision_network(inputs, depth)
-    else:
-        outputs = _keras_network(inputs, depth)
-    default_name = f"resnet{depth}" if layout == "torchvision" else f"resnet{depth}_keras"
-    return keras.Model(inputs, outputs, name=name or default_name)
+    return ResNetBackbone(depth, layout, input_shape=input_shape, input_channels=input_channels, name=name)
+
+
+@keras.saving.register_keras_serializable(package="meteor_tf")
+class ResNetBackbone(keras.Model):
+    """A ResNet-18/34/50/101 backbone that knows its own structure (see the module docstring).
+
+    `convs` lists (conv layer name, name of its BatchNormalization) in forward order: the stem, then per block its
+    main-path convs in order, then that block's shortcut (projection) conv. `stage_ends` names the layer whose output
+    ends each of the four stages (Grad-CAM's choices of feature map).
+    """
+
+    def __init__(self, depth: int, layout: str = "torchvision", input_shape: Sequence[Optional[int]] = (None, None, 3),
+                 input_channels: int = 3, name: Optional[str] = None, dtype=None, **kwargs):
+        check_architecture(depth, layout)
+        shape = _resolve_input_shape(input_shape, input_channels)
+        inputs = keras.Input(shape=shape, name="images")
+        make = _Layers(dtype)
+        network = _torchvision_network if layout == "torchvision" else _keras_network
+        outputs = network(inputs, depth, make)
+        default_name = f"resnet{depth}" if layout == "torchvision" else f"resnet{depth}_keras"
+        super().__init__(inputs, outputs, name=name or default_name, **kwargs)
+        self.depth = depth
+        self.layout = layout
+        self.input_channels = input_channels
+        self._input_shape_arg = tuple(shape)
+        self.convs = tuple(make.convs)
+        self.stage_ends = tuple(make.stage_ends)
+
+    @property
+    def feature_channels(self) -> int:
+        return feature_channels(self.depth)
+
+    def conv_layers(self) -> list:
+        """The Conv2D layers in forward order (see the class docstring)."""
+        return [self.get_layer(conv) for conv, _ in self.convs]
+
+    def batch_norm_for(self, conv_name: str) -> keras.layers.Layer:
+        """The BatchNormalization that follows conv layer `conv_name`."""
+        for conv, batch_norm in self.convs:
+            if conv == conv_name:
+                return self.get_layer(batch_norm)
+        raise ValueError(f"{self.name!r} has no conv layer {conv_name!r}")
+
+    def get_config(self):
+        return {"depth": self.depth, "layout": self.layout, "input_shape": list(self._input_shape_arg),
+                "input_channels": self.input_channels, "name": self.name, "trainable": self.trainable,
+                # the layers' policy (a functional model's own policy is the global one when it was built)
+                "dtype": keras.dtype_policies.serialize(self.get_layer(self.convs[0][0]).dtype_policy)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+class _Layers:
+    """Makes the backbone's layers with one dtype policy and records each conv with its BatchNorm in forward order."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.convs: list = []
+        self.stage_ends: list = []
+
+    def __call__(self, layer_class, *args, **kwargs):
+        return layer_class(*args, dtype=self.dtype, **kwargs)
+
+    def record(self, conv_name: str, bn_name: str) -> None:
+        self.convs.append((conv_name, bn_name))
+
+    def stage_end(self, x):
+        """Marks `x` (a block's output) as the end of a stage; returns it."""
+        self.stage_ends.append(x._keras_history.operation.name)
+        return x
 
 
 def _resolve_input_shape(input_shape, input_channels):
@@ -98,145 +170,116 @@ def _resolve_input_shape(input_shape, input_channels):
 # torchvision layout
 
 
-def _torch_conv(filters, kernel_size, strides, name):
+def _torch_conv(make, filters, kernel_size, strides, name):
     # torchvision initialises convs with kaiming_normal_(mode="fan_out", nonlinearity="relu").
     init = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-    return Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False,
-                         kernel_initializer=init, name=name)
+    return make(Conv2D, filters, kernel_size, strides=strides, padding="valid", use_bias=False,
+                kernel_initializer=init, name=name)
 
 
-def _torch_bn(name):
-    return layers.BatchNormalization(axis=-1, epsilon=TORCH_BN_EPSILON, momentum=TORCH_BN_MOMENTUM, name=name)
+def _torch_bn(make, name):
+    return make(layers.BatchNormalization, axis=-1, epsilon=TORCH_BN_EPSILON, momentum=TORCH_BN_MOMENTUM, name=name)
 
 
-def _torch_conv_bn(x, filters, kernel_size, strides, conv_name, bn_name):
+def _torch_conv_bn(make, x, filters, kernel_size, strides, conv_name, bn_name):
     """Conv with PyTorch's symmetric padding (k // 2 each side), then BatchNorm."""
     pad = kernel_size // 2
     if pad:
         # "same" pads asymmetrically when strided; explicit padding keeps PyTorch's output exactly.
-        x = layers.ZeroPadding2D(pad, name=f"{conv_name}_pad")(x)
-    x = _torch_conv(filters, kernel_size, strides, conv_name)(x)
-    return _torch_bn(bn_name)(x)
+        x = make(layers.ZeroPadding2D, pad, name=f"{conv_name}_pad")(x)
+    x = _torch_conv(make, filters, kernel_size, strides, conv_name)(x)
+    make.record(conv_name, bn_name)
+    return _torch_bn(make, bn_name)(x)
 
 
-def _torchvision_network(x, depth):
-    x = _torch_conv_bn(x, 64, 7, 2, "conv1", "bn1")
-    x = layers.ReLU(name="relu")(x)
+def _torchvision_network(x, depth, make):
+    x = _torch_conv_bn(make, x, 64, 7, 2, "conv1", "bn1")
+    x = make(layers.ReLU, name="relu")(x)
     # Zero padding equals PyTorch's -inf padding here because the input is post-ReLU (>= 0).
-    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    x = make(layers.ZeroPadding2D, 1, name="maxpool_pad")(x)
+    x = make(layers.MaxPooling2D, 3, strides=2, name="maxpool")(x)
     block_type, blocks = ARCHITECTURES[depth]
     apply_block = _torch_basic_block if block_type == "basic" else _torch_bottleneck_block
     for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, blocks), start=1):
         for index in range(count):
             strides = 2 if (stage > 1 and index == 0) else 1
-            x = apply_block(x, filters, strides, prefix=f"layer{stage}.{index}")
+            x = apply_block(make, x, filters, strides, prefix=f"layer{stage}.{index}")
+        make.stage_end(x)
     return x
 
 
-def _torch_shortcut(x, out_channels, strides, prefix):
+def _torch_shortcut(make, x, out_channels, strides, prefix):
     """Identity, or the projection (1×1 conv + BN, torchvision's `downsample`) where the shape changes."""
     if strides == 1 and x.shape[-1] == out_channels:
         return x
-    return _torch_conv_bn(x, out_channels, 1, strides, f"{prefix}.downsample.0", f"{prefix}.downsample.1")
+    return _torch_conv_bn(make, x, out_channels, 1, strides, f"{prefix}.downsample.0", f"{prefix}.downsample.1")
 
 
-def _torch_basic_block(x, filters, strides, prefix):
-    y = _torch_conv_bn(x, filters, 3, strides, f"{prefix}.conv1", f"{prefix}.bn1")
-    y = layers.ReLU(name=f"{prefix}.relu1")(y)
-    y = _torch_conv_bn(y, filters, 3, 1, f"{prefix}.conv2", f"{prefix}.bn2")
-    shortcut = _torch_shortcut(x, filters, strides, prefix)
-    y = layers.Add(name=f"{prefix}.add")([y, shortcut])
-    return layers.ReLU(name=f"{prefix}.out")(y)
+def _torch_basic_block(make, x, filters, strides, prefix):
+    y = _torch_conv_bn(make, x, filters, 3, strides, f"{prefix}.conv1", f"{prefix}.bn1")
+    y = make(layers.ReLU, name=f"{prefix}.relu1")(y)
+    y = _torch_conv_bn(make, y, filters, 3, 1, f"{prefix}.conv2", f"{prefix}.bn2")
+    shortcut = _torch_shortcut(make, x, filters, strides, prefix)
+    y = make(layers.Add, name=f"{prefix}.add")([y, shortcut])
+    return make(layers.ReLU, name=f"{prefix}.out")(y)
 
 
-def _torch_bottleneck_block(x, filters, strides, prefix):
-    y = _torch_conv_bn(x, filters, 1, 1, f"{prefix}.conv1", f"{prefix}.bn1")
-    y = layers.ReLU(name=f"{prefix}.relu1")(y)
+def _torch_bottleneck_block(make, x, filters, strides, prefix):
+    y = _torch_conv_bn(make, x, filters, 1, 1, f"{prefix}.conv1", f"{prefix}.bn1")
+    y = make(layers.ReLU, name=f"{prefix}.relu1")(y)
     # torchvision (v1.5) strides the 3×3 conv, not the first 1×1 conv.
-    y = _torch_conv_bn(y, filters, 3, strides, f"{prefix}.conv2", f"{prefix}.bn2")
-    y = layers.ReLU(name=f"{prefix}.relu2")(y)
-    y = _torch_conv_bn(y, filters * BOTTLENECK_EXPANSION, 1, 1, f"{prefix}.conv3", f"{prefix}.bn3")
-    shortcut = _torch_shortcut(x, filters * BOTTLENECK_EXPANSION, strides, prefix)
-    y = layers.Add(name=f"{prefix}.add")([y, shortcut])
-    return layers.ReLU(name=f"{prefix}.out")(y)
+    y = _torch_conv_bn(make, y, filters, 3, strides, f"{prefix}.conv2", f"{prefix}.bn2")
+    y = make(layers.ReLU, name=f"{prefix}.relu2")(y)
+    y = _torch_conv_bn(make, y, filters * BOTTLENECK_EXPANSION, 1, 1, f"{prefix}.conv3", f"{prefix}.bn3")
+    shortcut = _torch_shortcut(make, x, filters * BOTTLENECK_EXPANSION, strides, prefix)
+    y = make(layers.Add, name=f"{prefix}.add")([y, shortcut])
+    return make(layers.ReLU, name=f"{prefix}.out")(y)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # keras.applications layout (mirrors keras/src/applications/resnet.py, ResNet50/101 with include_top=False)
 
 
-def _keras_bn(name):
-    return layers.BatchNormalization(axis=-1, epsilon=KERAS_BN_EPSILON, name=name)
+def _keras_bn(make, name):
+    return make(layers.BatchNormalization, axis=-1, epsilon=KERAS_BN_EPSILON, name=name)
 
 
-def _keras_network(x, depth):
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
-    x = _keras_bn("conv1_bn")(x)
-    x = layers.Activation("relu", name="conv1_relu")(x)
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+def _keras_network(x, depth, make):
+    x = make(layers.ZeroPadding2D, 3, name="conv1_pad")(x)
+    x = make(Conv2D, 64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
+    make.record("conv1_conv", "conv1_bn")
+    x = _keras_bn(make, "conv1_bn")(x)
+    x = make(layers.Activation, "relu", name="conv1_relu")(x)
+    x = make(layers.ZeroPadding2D, 1, name="pool1_pad")(x)
+    x = make(layers.MaxPooling2D, 3, strides=2, name="pool1_pool")(x)
     _, blocks = ARCHITECTURES[depth]
     for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, blocks), start=2):
         for index in range(1, count + 1):
             strides = 2 if (stage > 2 and index == 1) else 1
-            x = _keras_bottleneck_block(x, filters, strides, projection=(index == 1),
+            x = _keras_bottleneck_block(make, x, filters, strides, projection=(index == 1),
                                         prefix=f"conv{stage}_block{index}")
+        make.stage_end(x)
     return x
 
 
-def _keras_bottleneck_block(x, filters, strides, projection, prefix):
+def _keras_bottleneck_block(make, x, filters, strides, projection, prefix):
     # Shortcut first, as keras.applications creates it, so the layer order (and .weights.h5 layout) match.
     if projection:
-        shortcut = Conv2D(filters * BOTTLENECK_EXPANSION, 1, strides=strides, name=f"{prefix}_0_conv")(x)
-        shortcut = _keras_bn(f"{prefix}_0_bn")(shortcut)
+        shortcut = make(Conv2D, filters * BOTTLENECK_EXPANSION, 1, strides=strides, name=f"{prefix}_0_conv")(x)
+        shortcut = _keras_bn(make, f"{prefix}_0_bn")(shortcut)
     else:
         shortcut = x
     # keras.applications (v1) strides the first 1×1 conv.
-    y = Conv2D(filters, 1, strides=strides, name=f"{prefix}_1_conv")(x)
-    y = _keras_bn(f"{prefix}_1_bn")(y)
-    y = layers.Activation("relu", name=f"{prefix}_1_relu")(y)
-    y = Conv2D(filters, 3, padding="same", name=f"{prefix}_2_conv")(y)
-    y = _keras_bn(f"{prefix}_2_bn")(y)
-    y = layers.Activation("relu", name=f"{prefix}_2_relu")(y)
-    y = Conv2D(filters * BOTTLENECK_EXPANSION, 1, name=f"{prefix}_3_conv")(y)
-    y = _keras_bn(f"{prefix}_3_bn")(y)
-    y = layers.Add(name=f"{prefix}_add")([shortcut, y])
-    return layers.Activation("relu", name=f"{prefix}_out")(y)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# layer bookkeeping shared by freeze.py and weights.py
-
-
-def conv_layers(backbone: keras.Model) -> list:
-    """The backbone's Conv2D layers in forward order: stem, then per block its main-path convs, then its shortcut."""
-    convs = [layer for layer in backbone.layers if isinstance(layer, layers.Conv2D)]
-    return sorted(convs, key=lambda layer: conv_order_key(layer.name))
-
-
-def conv_order_key(conv_name: str) -> tuple:
-    """Sort key (stage, block, position) for a conv layer name of either layout; the shortcut sorts last."""
-    if conv_name in ("conv1", "conv1_conv"):
-        return (0, 0, 0)
-    if conv_name.startswith("layer"):  # torchvision: layer{s}.{b}.conv{k} | layer{s}.{b}.downsample.0
-        stage, block, rest = conv_name[len("layer"):].split(".", 2)
-        position = 9 if rest.startswith("downsample") else int(rest[len("conv"):])
-        return (int(stage), int(block), position)
-    # keras: conv{s}_block{b}_{k}_conv, k = 0 is the shortcut
-    stage, block, position, _ = conv_name.split("_")
-    position = int(position)
-    return (int(stage[len("conv"):]) - 1, int(block[len("block"):]) - 1, 9 if position == 0 else position)
-
-
-def batch_norm_for(conv_name: str) -> str:
-    """Name of the BatchNormalization that follows a conv layer, in either layout."""
-    if conv_name == "conv1":
-        return "bn1"
-    if conv_name.endswith(".downsample.0"):
-        return conv_name[:-1] + "1"
-    if conv_name.startswith("layer"):
-        head, conv = conv_name.rsplit(".", 1)
-        return f"{head}.bn{conv[len('conv'):]}"
-    return conv_name[: -len("_conv")] + "_bn"
+    y = make(Conv2D, filters, 1, strides=strides, name=f"{prefix}_1_conv")(x)
+    y = _keras_bn(make, f"{prefix}_1_bn")(y)
+    y = make(layers.Activation, "relu", name=f"{prefix}_1_relu")(y)
+    y = make(Conv2D, filters, 3, padding="same", name=f"{prefix}_2_conv")(y)
+    y = _keras_bn(make, f"{prefix}_2_bn")(y)
+    y = make(layers.Activation, "relu", name=f"{prefix}_2_relu")(y)
+    y = make(Conv2D, filters * BOTTLENECK_EXPANSION, 1, name=f"{prefix}_3_conv")(y)
+    y = _keras_bn(make, f"{prefix}_3_bn")(y)
+    # Forward order puts the main path first and the shortcut last (freeze.py counts convs in this order).
+    for position in (1, 2, 3) + ((0,) if projection else ()):
+        make.record(f"{prefix}_{position}_conv", f"{prefix}_{position}_bn")
+    y = make(layers.Add, name=f"{prefix}_add")([shortcut, y])
+    return make(layers.Activation, "relu", name=f"{prefix}_out")(y)

@@ -59,15 +59,16 @@ class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights where they were looked for; the message says where and how to pass `--weights`."""
 
 
-def load_imagenet_weights(backbone: keras.Model, depth: int, layout: str, source: Optional[str] = None,
-                          download: bool = True) -> str:
+def load_imagenet_weights(backbone: keras.Model, depth: Optional[int] = None, layout: Optional[str] = None,
+                          source: Optional[str] = None, download: bool = True) -> str:
     """Load ImageNet (or our own) weights into `backbone`; returns a description of what was loaded.
 
     `source` is a path in one of the formats of the module docstring, or None for the default places (downloading
-    when `download` and online). Raises WeightsNotFoundError when nothing is found, ValueError when the weights do
-    not fit the backbone.
+    when `download` and online). `depth` and `layout` default to the backbone's own (a `resnet.ResNetBackbone`
+    knows them); given, they must agree with it. Raises WeightsNotFoundError when nothing is found, ValueError when
+    the weights do not fit the backbone.
     """
-    resnet.check_architecture(depth, layout)
+    depth, layout = _architecture_of(backbone, depth, layout)
     if source is None:
         return _load_default(backbone, depth, layout, download)
     path = os.path.expanduser(os.fspath(source))
@@ -88,6 +89,19 @@ def load_imagenet_weights(backbone: keras.Model, depth: int, layout: str, source
         raise ValueError(f"don't know the format of {path!r}; --weights accepts {ACCEPTED_FORMATS}")
     _assign(backbone, state, path)
     return path
+
+
+def _architecture_of(backbone, depth, layout):
+    """(depth, layout) of the backbone, checked against the ones given."""
+    if isinstance(backbone, resnet.ResNetBackbone):
+        for what, given, own in (("depth", depth, backbone.depth), ("layout", layout, backbone.layout)):
+            if given is not None and given != own:
+                raise ValueError(f"{what}={given!r} was given for backbone {backbone.name!r}, which is {what} {own!r}")
+        return backbone.depth, backbone.layout
+    if depth is None or layout is None:
+        raise ValueError(f"{backbone.name!r} is not a meteor_tf ResNetBackbone: pass its depth and layout")
+    resnet.check_architecture(depth, layout)
+    return depth, layout
 
 
 EXTRA_GROUP = "_extra"  # arrays stored beside a backbone (e.g. its pretraining head); loading ignores them
@@ -190,7 +204,7 @@ def _load_default_torchvision(backbone, depth, download):
     candidates = torchvision_candidates(depth)
     for pattern in candidates:
         for path in sorted(glob.glob(pattern)):
-            return load_imagenet_weights(backbone, depth, "torchvision", path)
+            return load_imagenet_weights(backbone, source=path)
     url = TORCHVISION_URLS[depth]
     if not download:
         raise WeightsNotFoundError(_not_found_message(depth, "torchvision", candidates,
@@ -382,3 +396,48 @@ def _fit_stem(layer_name, value, shape):
 def _few(names, limit=8):
     names = list(names)
     return names[:limit] + ([f"… ({len(names) - limit} more)"] if len(names) > limit else [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# classifier checkpoints written before backbones knew their structure
+
+# Keras's .weights.h5 addresses a sub-model by its class name: a plain functional backbone was "functional" and the
+# head "functional_1"; a ResNetBackbone is "res_net_backbone" and the head becomes "functional".
+_LEGACY_GROUPS = (("layers/functional", "layers/res_net_backbone"), ("layers/functional_1", "layers/functional"))
+
+
+def is_legacy_classifier_weights(path) -> bool:
+    """True for a classifier's Keras .weights.h5 (a checkpoint of a fold or the final model) written by meteor_tf
+    before the backbone was a `resnet.ResNetBackbone`."""
+    import h5py
+
+    try:
+        f = h5py.File(os.fspath(path), "r")
+    except OSError:  # a partial file a kill left behind: whoever reads it decides (a backup's twin is ignored)
+        return False
+    with f:
+        if FORMAT_ATTRIBUTE in f.attrs or "layers" not in f:
+            return False
+        groups = f["layers"]
+        return "functional_1" in groups and "res_net_backbone" not in groups and \
+            "layers/conv2d" in groups["functional"]
+
+
+def upgrade_classifier_weights(path) -> bool:
+    """Rewrites a legacy classifier checkpoint (`is_legacy_classifier_weights`) to today's group names, atomically
+    (same arrays, renamed groups), so runs started by older code resume. Returns whether it rewrote the file."""
+    import shutil
+
+    import h5py
+
+    from meteor_tf import io
+
+    if not is_legacy_classifier_weights(path):
+        return False
+    with io.atomic_path(path) as partial:
+        shutil.copyfile(path, partial)
+        with h5py.File(partial, "r+") as f:
+            f.move(_LEGACY_GROUPS[0][0], "layers/_backbone")  # "functional" is reused by the head: move via a temp
+            f.move(_LEGACY_GROUPS[1][0], _LEGACY_GROUPS[1][1])
+            f.move("layers/_backbone", _LEGACY_GROUPS[0][1])
+    return True

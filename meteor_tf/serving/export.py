@@ -377,7 +377,19 @@ def export_run(run_dir: PathLike, base_dir: PathLike = "savedmodels", name: str 
     meta = run_metadata(run_dir)
     _check_version_free(Path(base_dir) / name, version)  # before the slow imports and model load
     model = load_keras_model(meta["source_model"])
+    meta.update(architecture_of(model, meta))
     return export_savedmodel(model, base_dir, name, threshold=meta["threshold"], metadata=meta, version=version)
+
+
+def architecture_of(model, meta: dict) -> dict:
+    """{"depth", "layout"} as the model's backbone knows them; a model saved before backbones knew their structure
+    keeps the values its run's config recorded (`meta`)."""
+    from meteor_tf.models import resnet
+
+    backbone = model.get_layer("backbone")
+    if isinstance(backbone, resnet.ResNetBackbone):
+        return {"depth": backbone.depth, "layout": backbone.layout}
+    return {"depth": meta.get("depth"), "layout": meta.get("layout")}
 
 
 def export_final(result: dict, base_dir: PathLike) -> Optional[Path]:

@@ -65,8 +65,12 @@ def explanation_model(model, layer: Optional[str] = None):
 def stage_outputs(model) -> list:
     """The names of the backbone layers that end each stage (four for a ResNet), first to last: the layers whose
     outputs feed the next stage, the choices for `grad_cam(..., layer=)`."""
+    from meteor_tf.models import resnet
+
     backbone = model.get_layer("backbone")
-    ends = {}
+    if isinstance(backbone, resnet.ResNetBackbone):
+        return list(backbone.stage_ends)
+    ends = {}  # a model saved before backbones knew their structure: read the stages off its layer names
     for layer in backbone.layers:
         name = layer.name
         if name.endswith(".out") and name.startswith("layer"):  # torchvision: layer{stage}.{block}.out

@@ -157,7 +157,7 @@ def check_imagenet_weights(hypermodel: MeteorHyperModel) -> None:
         config = base.replace(depth=depth, pretrain="imagenet", image_size=32, head_units=(), head_dropout=())
         backbone = build_classifier_from_config(config).get_layer("backbone")
         try:
-            w.load_imagenet_weights(backbone, depth, base.layout, source=base.weights)
+            w.load_imagenet_weights(backbone, source=base.weights)
         except w.WeightsNotFoundError as e:
             raise w.WeightsNotFoundError(
                 f"{e}\nThe search space has pretrain=imagenet at depth {depth}: make those weights available, or "

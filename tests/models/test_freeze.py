@@ -40,8 +40,18 @@ def test_first_six_convs(depth, layout):
 
 @pytest.mark.parametrize("depth,layout", list(FIRST_SIX_BATCH_NORMS))
 def test_batch_norm_of_each_frozen_conv(depth, layout):
-    assert [resnet.batch_norm_for(name) for name in FIRST_SIX[(depth, layout)]] == \
+    backbone = resnet.build_backbone(depth, layout)
+    assert [backbone.batch_norm_for(name).name for name in FIRST_SIX[(depth, layout)]] == \
         FIRST_SIX_BATCH_NORMS[(depth, layout)]
+
+
+@pytest.mark.parametrize("depth,layout", [(18, "torchvision"), (50, "torchvision"), (50, "keras")])
+def test_each_recorded_batch_norm_reads_its_conv_in_the_graph(depth, layout):
+    backbone = resnet.build_backbone(depth, layout)
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert sorted(conv for conv, _ in backbone.convs) == sorted(layer.name for layer in convs)
+    for conv, batch_norm in backbone.convs:
+        assert backbone.get_layer(batch_norm).input._keras_history.operation.name == conv
 
 
 def test_conv_order_covers_every_conv_once(model):

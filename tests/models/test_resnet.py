@@ -159,3 +159,29 @@ def test_builders_run_on_the_jax_backend_with_the_tensorflow_numbers(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     jax_probabilities = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(jax_probabilities, model.predict(images, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("depth,layout", [(18, "torchvision"), (50, "keras")])
+def test_backbone_knows_its_structure_and_serialises_it(depth, layout):
+    backbone = resnet.build_backbone(depth, layout, input_shape=(64, 64, 3))
+    assert (backbone.depth, backbone.layout, backbone.feature_channels) == (depth, layout,
+                                                                            resnet.feature_channels(depth))
+    config = backbone.get_config()
+    assert {k: config[k] for k in ("depth", "layout", "input_shape", "input_channels")} == \
+        {"depth": depth, "layout": layout, "input_shape": [64, 64, 3], "input_channels": 3}
+    twin = resnet.ResNetBackbone.from_config(config)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in backbone.layers]
+    assert twin.convs == backbone.convs and twin.stage_ends == backbone.stage_ends
+    assert len(backbone.stage_ends) == 4 and backbone.get_layer(backbone.stage_ends[-1]).output is backbone.output
+
+
+def test_saved_classifier_reloads_with_a_resnet_backbone(tmp_path):
+    from meteor_tf.models.classifier import build_classifier
+
+    model = build_classifier(18, image_size=32, head_units=(8,), head_dropout=(0.0,))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    backbone = loaded.get_layer("backbone")
+    assert isinstance(backbone, resnet.ResNetBackbone) and backbone.depth == 18
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
