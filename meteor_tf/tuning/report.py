@@ -1,14 +1,13 @@
 """What a search leaves in its tuner directory: results table (markdown + CSV), objective-per-trial plot, and the
 best trial as a flagfile (`best.cfg`) that `python -m meteor_tf.main --flagfile=...` runs unchanged.
 
-Everything is read from the Keras Tuner oracle (`oracle.trials`, `oracle.get_best_trials`), so the chief of a
+Everything is read from the Keras Tuner oracle (`oracle.trials`, ranked by `ranked_trials`), so the chief of a
 distributed search writes the same report as a single process.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import glob
 import math
 import os
@@ -37,15 +36,29 @@ def load_oracle(tuner_dir: Path, objective: str) -> kt.Oracle:
     return oracle
 
 
+def ranked_trials(oracle) -> list:
+    """Completed trials best first, then the rest. Keras Tuner's `get_best_trials` breaks ties by the order of
+    `oracle.trials`, which a reloaded search may hold differently, so a resumed search could name another best
+    trial among equal scores: ties go to the earlier trial here."""
+    def order(trial):
+        trial_id = str(trial.trial_id)
+        return (int(trial_id), "") if trial_id.isdigit() else (float("inf"), trial_id)
+
+    completed = sorted((t for t in oracle.trials.values() if t.status == "COMPLETED"), key=order)
+    completed.sort(key=lambda t: t.score, reverse=oracle.objective.direction == "max")  # stable: ties keep order
+    rest = sorted((t for t in oracle.trials.values() if t.status != "COMPLETED"), key=order)
+    return completed + rest
+
+
 def best_trial(oracle) -> Optional[object]:
-    """The best completed trial (Keras Tuner's ranking), or None."""
-    trials = oracle.get_best_trials(1)
+    """The best completed trial (`ranked_trials`), or None."""
+    trials = ranked_trials(oracle)
     return trials[0] if trials and trials[0].status == "COMPLETED" else None
 
 
 def trial_rows(oracle, objective: str) -> List[dict]:
     """One row per trial, best first (completed trials by objective, then the rest)."""
-    best = [t.trial_id for t in oracle.get_best_trials(len(oracle.trials))]
+    best = [t.trial_id for t in ranked_trials(oracle)]
     rows = []
     for rank, trial_id in enumerate(best, start=1):
         trial = oracle.trials[trial_id]
@@ -193,16 +206,15 @@ def flag_lines(config: ExperimentConfig) -> List[str]:
     """One `--flag=value` per experiment setting, as `meteor_tf.flags` parses them back into `config` (None values
     are the flags' defaults and are left out; booleans are --name / --noname; tuples comma-separated)."""
     lines = []
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
+    for name, value in config.to_dict().items():
         if value is None:
             continue
         if isinstance(value, bool):
-            lines.append(f"--{field.name}" if value else f"--no{field.name}")
+            lines.append(f"--{name}" if value else f"--no{name}")
         elif isinstance(value, tuple):
-            lines.append(f"--{field.name}=" + ",".join(_flag_value(v) for v in value))
+            lines.append(f"--{name}=" + ",".join(_flag_value(v) for v in value))
         else:
-            lines.append(f"--{field.name}={_flag_value(value)}")
+            lines.append(f"--{name}={_flag_value(value)}")
     return lines
 
 

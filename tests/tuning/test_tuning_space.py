@@ -202,3 +202,21 @@ def test_missing_imagenet_weights_stop_the_search_before_its_first_trial(tmp_pat
     err = capsys.readouterr().err
     assert "No ImageNet weights for ResNet-18" in err and "--search_space=pretrain=fashion_mnist,none" in err
     assert not list(tuner_dir.glob("trial_*"))
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_equal_scores_rank_the_earlier_trial_first_whatever_the_oracles_order(direction):
+    # a reloaded search may hold oracle.trials in another order: Keras Tuner's get_best_trials then names another
+    # best trial among equal scores (seen: a resumed search's best.json changed from trial 0 to trial 1)
+    from types import SimpleNamespace
+
+    from meteor_tf.tuning.report import best_trial, ranked_trials
+
+    better = 0.9 if direction == "max" else 0.1
+    trials = [SimpleNamespace(trial_id=i, status=s, score=v) for i, s, v in
+              (("10", "COMPLETED", 0.5), ("2", "COMPLETED", 0.5), ("1", "RUNNING", None), ("3", "COMPLETED", better),
+               ("0", "COMPLETED", 0.5))]
+    for order in (trials, trials[::-1]):
+        oracle = SimpleNamespace(trials={t.trial_id: t for t in order}, objective=SimpleNamespace(direction=direction))
+        assert [t.trial_id for t in ranked_trials(oracle)] == ["3", "0", "2", "10", "1"]
+        assert best_trial(oracle).trial_id == "3"
