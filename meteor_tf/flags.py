@@ -131,7 +131,7 @@ def configs_from_flags() -> List[cfg.ExperimentConfig]:
 def config_from_flags(overrides: dict | None = None) -> cfg.ExperimentConfig:
     """Builds the ExperimentConfig from the parsed flags (plus `overrides`, e.g. one --column)."""
     values = {}
-    for field in cfg.ExperimentConfig.__dataclass_fields__:
+    for field in cfg.ExperimentConfig.flat_names():
         if field in FLAGS:
             values[field] = FLAGS[field].value
     values.update(overrides or {})
@@ -159,7 +159,7 @@ def parse_column(spec: str) -> dict:
             raise ValueError(f"--column={spec!r}: expected space-separated name=value pairs, got {item!r}")
         name, value = item.split("=", 1)
         name = name.lstrip("-")
-        if name not in FLAGS or name not in cfg.ExperimentConfig.__dataclass_fields__:
+        if name not in FLAGS or name not in cfg.ExperimentConfig.flat_names():
             raise ValueError(f"--column={spec!r}: {name!r} is not an experiment flag")
         flag = FLAGS[name]
         overrides[name] = flag.parser.parse(value) if not isinstance(flag.parser, flags.BooleanParser) \

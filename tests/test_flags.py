@@ -43,5 +43,5 @@ def test_column_overrides_are_parsed_by_their_flags(parsed):
 
 def test_every_config_field_has_a_flag(parsed):
     parsed()
-    missing = [f for f in ExperimentConfig.__dataclass_fields__ if f not in flags.FLAGS]
+    missing = [f for f in ExperimentConfig.flat_names() if f not in flags.FLAGS]
     assert missing == []

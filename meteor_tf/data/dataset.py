@@ -10,7 +10,7 @@ arrays.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -52,14 +52,21 @@ class Examples:
         return {name: int(np.sum(self.labels == k)) for k, name in enumerate(CLASS_NAMES)}
 
 
-def load_examples(config) -> Examples:
-    """All examples of `config.data` ("embedded" or a folder) at `config.image_size` by `config.input_rule`, in
-    memory, by id."""
-    if config.data == EMBEDDED:
-        examples = load_embedded(config.image_size, config.embedded_meteors, config.embedded_non_meteors,
-                                 data_dir=config.tfds_data_dir, rule=config.input_rule)
+def load_examples(config, image_size: Optional[int] = None) -> Examples:
+    """All examples of a `DataConfig` (`data`: "embedded" or a folder) at `image_size` by its input rule, in memory,
+    by id. `config` may be an ExperimentConfig: its `dataset` part, at its model's image size."""
+    from meteor_tf.config import DataConfig, part_of
+
+    if image_size is None:
+        if isinstance(config, DataConfig):
+            raise ValueError("load_examples(DataConfig) needs the image_size")
+        image_size = config.model.image_size
+    data = part_of(config, DataConfig)
+    if data.data == EMBEDDED:
+        examples = load_embedded(image_size, data.embedded_meteors, data.embedded_non_meteors,
+                                 data_dir=data.tfds_data_dir, rule=data.input_rule)
     else:
-        examples = load_folder(config.data, config.image_size, class_dirs=config.class_dirs, rule=config.input_rule)
+        examples = load_folder(data.data, image_size, class_dirs=data.class_dirs, rule=data.input_rule)
     logging.info("Loaded %d examples from %s (%s), %d skipped", len(examples), examples.source,
                  examples.class_counts(), len(examples.skipped))
     return examples

@@ -6,6 +6,8 @@ it would have had; the Keras-level training it calls is `meteor_tf.training.phas
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -138,9 +140,8 @@ def run_phase(config: ExperimentConfig, phase: str, train_model, data: Tuple, pa
     _, lr_used = train_phase(
         train_model, train_ds, val_ds, epochs=epochs, lr=lr, steps_per_epoch=steps,
         callbacks=_phase_callbacks(run, part, phase, initial_best),
-        first_cycle_epochs=config.sgdr_first_cycle_epochs, t_mul=config.sgdr_t_mul,
-        m_mul=config.sgdr_m_mul, min_lr=config.sgdr_min_lr, weight_decay=config.weight_decay,
-        jit_compile=config.jit_compile, meteor_auc=True, verbose=2, compile=not compiled)
+        **dataclasses.asdict(config.train.sgdr), weight_decay=config.train.weight_decay,
+        jit_compile=config.runtime.jit_compile, meteor_auc=True, verbose=2, compile=not compiled)
     if best_path.exists():
         train_model.load_weights(str(best_path))
     return {"lr": float(lr_used), "history": read_csv_log(log_path)}

@@ -15,12 +15,14 @@ class Runtime:
 
 
 def make_runtime(config: ExperimentConfig) -> Runtime:
-    """Call before any other TensorFlow work: MultiWorkerMirroredStrategy must exist first."""
+    """Call before any other TensorFlow work: MultiWorkerMirroredStrategy must exist first. Reads the `runtime`
+    part and the per-replica batch of the `train` part."""
     from meteor_tf.training import distribute
 
-    distribute.set_mixed_precision(config.mixed_precision)
-    strategy = distribute.make_strategy(config.strategy)
-    return Runtime(strategy, distribute.scaled_batch_size(config.batch_size, strategy))
+    runtime = config.runtime
+    distribute.set_mixed_precision(runtime.mixed_precision)
+    strategy = distribute.make_strategy(runtime.strategy)
+    return Runtime(strategy, distribute.scaled_batch_size(config.train.batch_size, strategy))
 
 
 def keras_policy_name() -> str:

@@ -131,11 +131,15 @@ def build_classifier(depth: int, layout: str = "torchvision", image_size: Option
 
 
 def build_classifier_from_config(config, num_classes: int = 2) -> keras.Model:
-    """Build the classifier an `ExperimentConfig` describes (normalisation as its weights expect)."""
-    return build_classifier(config.depth, config.layout, image_size=config.image_size,
-                            normalization=config.normalization, head_units=tuple(config.head_units),
-                            head_dropout=tuple(config.head_dropout), num_classes=num_classes,
-                            head_batch_norm=config.head_batch_norm)
+    """Build the classifier a `ModelConfig` (or an ExperimentConfig's `model` part) describes (normalisation as its
+    weights expect)."""
+    from meteor_tf.config import ModelConfig, part_of
+
+    model = part_of(config, ModelConfig)
+    return build_classifier(model.depth, model.layout, image_size=model.image_size,
+                            normalization=model.normalization, head_units=tuple(model.head_units),
+                            head_dropout=tuple(model.head_dropout), num_classes=num_classes,
+                            head_batch_norm=model.head_batch_norm)
 
 
 def flops_per_image(depth: int, layout: str = "torchvision", image_size: int = 224,

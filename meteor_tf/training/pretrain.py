@@ -89,11 +89,12 @@ class PretrainSettings:
 
 
 def settings_from_config(config: ExperimentConfig) -> PretrainSettings:
-    return PretrainSettings(depth=config.depth, layout=config.layout, image_size=config.fmnist_image_size,
-                            epochs=config.fmnist_epochs, lr=config.fmnist_lr, batch_size=config.batch_size,
-                            examples=config.fmnist_examples, flip=False, seed=config.seed,
-                            first_cycle_epochs=config.sgdr_first_cycle_epochs, t_mul=config.sgdr_t_mul,
-                            min_lr=config.sgdr_min_lr, data_dir=config.tfds_data_dir)
+    fmnist, train, sgdr = config.fmnist, config.train, config.train.sgdr
+    return PretrainSettings(depth=config.model.depth, layout=config.model.layout, image_size=fmnist.image_size,
+                            epochs=fmnist.epochs, lr=fmnist.lr, batch_size=train.batch_size,
+                            examples=fmnist.examples, flip=False, seed=train.seed,
+                            first_cycle_epochs=sgdr.first_cycle_epochs, t_mul=sgdr.t_mul,
+                            min_lr=sgdr.min_lr, data_dir=config.dataset.tfds_data_dir)
 
 
 def pretrain_fashion_mnist(config: ExperimentConfig, out_path: Path) -> dict:

@@ -193,7 +193,7 @@ def fake_training(monkeypatch):
 
     calls = []
 
-    def train_fold(context, fold, name, seed):
+    def train_fold(context, fold, name, seed, need_model=True):
         config, examples, run_dir = context.config, context.examples, context.run.path
         y = examples.labels[fold.test_idx]
         skill = (np.log10(config.lr_fine_tune) + 5) / 3  # 0 at 1e-5 … 1 at 1e-2
