@@ -36,24 +36,6 @@ flags.DEFINE_boolean("crops", True, "Also score centre-square crops of each capt
 flags.DEFINE_integer("batch_size", 32, "Images per inference call.", lower_bound=1, flag_values=FLAGS)
 
 
-def open_model(model: str, work_dir: Path, threshold=None):
-    """A `client.Backend` for any model form `--model` takes (a run dir or .keras is exported to `work_dir` first;
-    a .keras file's threshold is `threshold`, 0.5 without one)."""
-    from meteor_tf.serving import client
-    from meteor_tf.run_dir import RunDir
-    from meteor_tf.serving import export as ex
-
-    path = Path(model)
-    if path.suffix == ".keras":
-        threshold = threshold if threshold is not None else 0.5
-        version = ex.export_savedmodel(ex.load_keras_model(path), work_dir, "meteor", threshold=threshold,
-                                       metadata={"input_rule": ex.input_rule_beside(path)})
-        return client.open_backend(model=str(version))
-    if RunDir.holding_final_model(path) is not None:
-        return client.open_backend(model=str(ex.export_run(path, work_dir)))
-    return client.open_backend(model=str(path))
-
-
 def main(argv) -> int:
     _common.no_positional_args(argv)
     if not FLAGS.data:
@@ -62,6 +44,7 @@ def main(argv) -> int:
         return _common.bad_input(f"--class_dirs needs two names, got {FLAGS.class_dirs}")
     from meteor_tf.evaluation import real_captures as rc
     from meteor_tf.models import presets
+    from meteor_tf.serving import client
     from meteor_tf.serving.client import ServingError
     from meteor_tf.serving.export import ExportError
 
@@ -69,7 +52,7 @@ def main(argv) -> int:
     try:
         model = FLAGS.model or str(presets.shipped_filter_path())
         with tempfile.TemporaryDirectory(prefix="meteor-evaluate-") as tmp:
-            with open_model(model, Path(tmp), FLAGS.threshold) as backend:
+            with client.open_model(model, Path(tmp), FLAGS.threshold) as backend:
                 result = rc.evaluate_folder(backend, FLAGS.data, FLAGS.class_dirs, FLAGS.threshold,
                                             FLAGS.batch_size, crops=FLAGS.crops, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError, ExportError, ServingError, presets.PresetError) as e:

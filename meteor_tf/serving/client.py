@@ -520,6 +520,26 @@ def open_backend(model=None, server: Optional[str] = None, name: str = DEFAULT_M
     return LocalBackend(model, name=name)
 
 
+def open_model(model, work_dir, threshold: Optional[float] = None) -> Backend:
+    """A local `Backend` for any model form `--model` takes: a SavedModel (dir or version dir), a `.tflite` file, a
+    `.keras` file or a run directory (these two are exported to `work_dir` first; a `.keras` file's threshold is
+    `threshold`, 0.5 without one)."""
+    from pathlib import Path
+
+    from meteor_tf.run_dir import RunDir
+    from meteor_tf.serving import export as ex
+
+    path = Path(model)
+    if path.suffix == ".keras":
+        threshold = threshold if threshold is not None else 0.5
+        version = ex.export_savedmodel(ex.load_keras_model(path), work_dir, "meteor", threshold=threshold,
+                                       metadata={"input_rule": ex.input_rule_beside(path)})
+        return open_backend(model=str(version))
+    if RunDir.holding_final_model(path) is not None:
+        return open_backend(model=str(ex.export_run(path, work_dir)))
+    return open_backend(model=str(path))
+
+
 _TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[{{node")
 
 
