@@ -198,7 +198,7 @@ def run(args) -> dict:
             record["pipeline"] = common.run_child(Path(__file__), spec, timeout=args.timeout)
             _progress("tf.data options measured")
 
-    if args.accuracy_size and "fastest" in record:
+    if args.accuracy_size and args.accuracy_epochs > 0 and "fastest" in record:  # --accuracy_epochs=0: no check
         record["accuracy"] = accuracy_check(args, record["fastest"]["train"])
     record["loadavg_end"] = common.loadavg()
     record["wall_s"] = round(time.time() - started, 1)
@@ -337,7 +337,7 @@ def parse(argv=None):
     p.add_argument("--jpeg_count", type=int, default=32)
     p.add_argument("--memory_images", type=int, default=256, help="arrays for the in-memory pipeline")
     p.add_argument("--accuracy_size", type=int, default=32, help="px of the accuracy check; 0 skips it")
-    p.add_argument("--accuracy_epochs", type=int, default=2)
+    p.add_argument("--accuracy_epochs", type=int, default=2, help="epochs of the accuracy check; 0 skips it")
     p.add_argument("--accuracy_data", default="embedded", help="'embedded' or a capture folder")
     p.add_argument("--accuracy_compare", default="none,on",
                    help="POLICY,on|off compared with float32 when float32 without XLA is itself the fastest")
