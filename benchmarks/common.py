@@ -91,7 +91,15 @@ def device_record() -> dict:
             "gpus": gpus, "device": "GPU: " + ", ".join(gpus) if gpus else "CPU only",
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 builds)"),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "loadavg": loadavg(), "peak": cpu_peak()}
+            "loadavg": loadavg(), "peak": cpu_peak(), **auto_precision()}
+
+
+def auto_precision() -> dict:
+    """What --mixed_precision=auto picks here and why: {"auto_precision": "none"/"bfloat16"/..., "cpu_bf16": the CPU's
+    native bf16 instructions (amx_bf16 / avx512_bf16) or None}."""
+    from meteor_tf.training import distribute
+
+    return {"auto_precision": distribute.auto_mixed_precision(), "cpu_bf16": distribute.cpu_bf16_path()}
 
 
 def loadavg() -> List[float]:

@@ -253,7 +253,9 @@ def markdown(record: dict) -> str:
                      _ratio(r, "train_vs_fp32"), 100 * r["train_peak_fraction"], r["infer_img_s"],
                      _ratio(r, "infer_vs_fp32"), r["train"].get("cores_used"), r["train"]["peak_rss_mb"]])
     lines = [f"Device: {record['device']['device']}, {record['device']['cpu']} ({record['peak']['vector_units']}; "
-             f"bf16 hardware: {record['peak']['bf16_hardware']}); {record['device']['date']}",
+             f"bf16 hardware: {record['peak']['bf16_hardware']}); {record['device']['date']}; "
+             f"--mixed_precision=auto here: {POLICY_NAMES.get(record['device'].get('auto_precision'), '?')} "
+             f"(CPU bf16 path: {record['device'].get('cpu_bf16')})",
              f"ResNet-{s['depth']} (torchvision layout) at {s['size']} px, batch {s['batch']}, {s['warmup']} warm-up "
              f"+ {s['steps']} timed steps; load average at start {record['loadavg_start']}, at end "
              f"{record.get('loadavg_end')}",

@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# The suite computes in float32 on every CPU: --mixed_precision=auto would pick bfloat16 where the CPU has AVX512_BF16
+# or AMX and change the numbers tests compare. Tests of that choice fake the flags themselves.
+os.environ.setdefault("METEOR_TF_CPU_FLAGS", "")
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ from meteor_tf.evaluation.provenance import provenance, threads
 from meteor_tf.experiment.fold import FoldContext, FoldData, check_split, inner_split, make_folds, run_folds, \
     train_fold
 from meteor_tf.experiment.model_setup import initial_backbone_path
-from meteor_tf.experiment.runtime import keras_policy_name, make_runtime
+from meteor_tf.experiment.runtime import PRECISION_KEY, keras_policy_name, make_runtime
 from meteor_tf.run_dir import FINAL, PHASES, RunDir, RunRecord, check_settings
 
 log = logging.getLogger("meteor_tf")
@@ -61,8 +61,9 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
     """Runs (or resumes) the whole experiment and writes the run directory. Returns the metrics dict."""
     t0 = time.time()
     # the runtime first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work
-    runtime = make_runtime(config)
     fresh = not (Path(config.output_dir) / config.derived_run_id()).exists()
+    runtime = make_runtime(config, None if fresh else RunDir(Path(config.output_dir) / config.derived_run_id())
+                           .read_provenance())
     run = prepare_run_dir(config, runtime.strategy)
     try:
         return _run_in(config, run, runtime, progress, t0)
@@ -91,7 +92,10 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float)
     timings: Dict[str, float] = {}
     progress(f"run directory: {run.path}")
     if not run.provenance.exists():
-        io.write_json(run.provenance, provenance(config.seed))
+        from meteor_tf.training.distribute import cpu_bf16_path
+
+        io.write_json(run.provenance, {**provenance(config.seed), PRECISION_KEY: runtime.precision,
+                                       "cpu_bf16": cpu_bf16_path()})
     else:
         check_threads(run)
     record = RunRecord(run)

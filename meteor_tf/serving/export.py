@@ -363,12 +363,12 @@ def load_keras_model(path: PathLike):
 
     # Even with compile=False Keras rebuilds a compiled sub-model's metrics (the head, trained alone on cached
     # features, carries MeteorAUC): importing these modules registers the Preprocess layer and that metric.
-    from meteor_tf.models import classifier  # noqa: F401
+    from meteor_tf.models import classifier
     from meteor_tf.evaluation import keras_metrics  # noqa: F401
 
     with warnings.catch_warnings():  # the optimizer's state is not needed for inference, nor its mismatch warning
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        return keras.saving.load_model(str(path), compile=False)
+        return classifier.as_float32(keras.saving.load_model(str(path), compile=False))
 
 
 def export_run(run_dir: PathLike, base_dir: PathLike = "savedmodels", name: str = "meteor",

@@ -262,3 +262,27 @@ def test_a_resume_with_other_thread_settings_is_reported(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="meteor_tf"):
         assert not cv.check_threads(RunDir(tmp_path))
     assert "the run started with" in caplog.text
+
+
+def test_auto_precision_on_a_bf16_cpu_is_recorded_kept_on_resume_and_served_in_float32(tmp_path, capture_folder,
+                                                                                       monkeypatch):
+    import keras
+
+    from meteor_tf.models.classifier import _all_layers
+    from meteor_tf.serving.export import load_keras_model
+    from meteor_tf.training import distribute
+
+    monkeypatch.setenv(distribute.CPU_FLAGS_ENV, "avx2 avx512f avx512_bf16")
+    config = tiny_config(tmp_path, capture_folder, folds=2, retrain_final=True)
+    try:
+        result = cv.run_experiment(config)
+        provenance = RunDir(tmp_path / "runs" / config.derived_run_id()).read_provenance()
+        assert (provenance["mixed_precision"], provenance["cpu_bf16"]) == ("bfloat16", "avx512_bf16")
+        served = load_keras_model(result["final"]["model"])
+        assert {layer.dtype_policy.name for layer in _all_layers(served)} == {"float32"}
+        distribute.set_mixed_precision("none")
+        monkeypatch.setenv(distribute.CPU_FLAGS_ENV, "avx2")  # resumed on a CPU without bf16: it keeps the run's
+        assert cv.run_experiment(config)["stats"] == result["stats"]
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        distribute.set_mixed_precision("none")

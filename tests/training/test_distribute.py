@@ -112,14 +112,65 @@ def test_auto_mixed_precision_per_device_type(monkeypatch, capabilities, expecte
     assert distribute.auto_mixed_precision(gpus) == expected
 
 
-def test_auto_precision_here_is_float32_and_the_default():
+def test_auto_precision_without_cpu_bf16_is_float32_and_the_default():
     from meteor_tf.config import ExperimentConfig
 
     assert ExperimentConfig().mixed_precision == "auto" and ExperimentConfig().jit_compile is None
     try:
-        assert distribute.set_mixed_precision("auto") == "float32"  # this CPU-only machine
+        assert distribute.set_mixed_precision("auto") == "float32"  # no GPU; conftest fakes a CPU without bf16
     finally:
         distribute.set_mixed_precision("none")
+
+
+@pytest.mark.parametrize("flags, path, expected", [
+    ("fpu sse2 avx2 fma", None, "none"),
+    ("avx2 avx512f avx512_vnni", None, "none"),  # AVX-512 without its bf16 instructions: emulated, slower
+    ("avx2 avx512f avx512_bf16", "avx512_bf16", "bfloat16"),
+    ("avx512f avx512_bf16 amx_tile amx_bf16", "amx_bf16", "bfloat16"),
+    ("", None, "none")])
+def test_auto_precision_on_a_cpu_follows_its_bf16_instructions(monkeypatch, flags, path, expected):
+    monkeypatch.setenv(distribute.CPU_FLAGS_ENV, flags)
+    assert distribute.cpu_flags() == frozenset(flags.split())
+    assert distribute.cpu_bf16_path() == path
+    assert distribute.auto_mixed_precision([]) == expected
+    try:
+        assert distribute.set_mixed_precision("auto") == {"none": "float32", "bfloat16": "mixed_bfloat16"}[expected]
+    finally:
+        distribute.set_mixed_precision("none")
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
+    monkeypatch.delenv(distribute.CPU_FLAGS_ENV, raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
+                                                                          *a, **k))
+    assert distribute.cpu_flags() == {"fpu", "avx2", "avx512_bf16"}
+    assert distribute.cpu_bf16_path() == "avx512_bf16"
+
+
+def test_a_gpu_decides_over_the_cpu_flags(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": (6, 1)})
+    assert distribute.auto_mixed_precision(["GPU:0"], flags={"amx_bf16"}) == "none"
+
+
+def test_a_run_resumes_in_the_precision_it_started_with(monkeypatch, caplog):
+    from meteor_tf.experiment.runtime import resolve_precision
+
+    monkeypatch.setenv(distribute.CPU_FLAGS_ENV, "avx512_bf16")
+    assert resolve_precision("auto") == "bfloat16"  # a new run on a bf16 CPU
+    assert resolve_precision("auto", {"mixed_precision": "none"}) == "none"  # started on a CPU without bf16
+    monkeypatch.setenv(distribute.CPU_FLAGS_ENV, "avx2")
+    assert resolve_precision("auto", {"mixed_precision": "bfloat16"}) == "bfloat16"  # moved to one without
+    # started by a meteor_tf whose "auto" was float32 on every CPU and did not record it
+    monkeypatch.setenv(distribute.CPU_FLAGS_ENV, "avx512_bf16")
+    assert resolve_precision("auto", {"threads": {}}) == "none"
+    with caplog.at_level("WARNING", logger="meteor_tf"):
+        assert resolve_precision("none", {"mixed_precision": "bfloat16"}) == "none"  # an explicit flag wins, loudly
+    assert "started in bfloat16" in caplog.text
 
 
 def test_unset_jit_compile_is_keras_auto_which_is_off_on_cpu():
