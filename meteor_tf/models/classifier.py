@@ -61,6 +61,35 @@ class Preprocess(layers.Layer):
         return config
 
 
+POOLINGS = ("avg", "max", "concat")
+
+
+@keras.saving.register_keras_serializable(package="meteor_tf")
+class GlobalPool(layers.Layer):
+    """(N, H, W, C) → (N, C) average, (N, C) maximum, or (N, 2C) [maximum, average] ("concat", fastai's
+    AdaptiveConcatPool2d, the default of fastai's `create_head`). One layer, so Grad-CAM can call it on a feature map;
+    `build_classifier` uses Keras's GlobalAveragePooling2D for "avg"."""
+
+    def __init__(self, mode: str = "avg", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r} (--pooling)")
+        self.mode = mode
+
+    def call(self, x):
+        if self.mode == "avg":
+            return ops.mean(x, axis=(1, 2))
+        if self.mode == "max":
+            return ops.max(x, axis=(1, 2))
+        return ops.concatenate([ops.max(x, axis=(1, 2)), ops.mean(x, axis=(1, 2))], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1] * (2 if self.mode == "concat" else 1))
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
 def _affine(mode, channels):
     """(scale, offset) per channel so that normalised = x * scale + offset, x in 0..255, in the stem's order."""
     if mode == "unit":
@@ -110,22 +139,30 @@ def build_head(feature_dim: int, head_units: Sequence[int] = (1024, 512),
 def build_classifier(depth: int, layout: str = "torchvision", image_size: Optional[int] = 224,
                      normalization: str = "unit", head_units: Sequence[int] = (1024, 512),
                      head_dropout: Sequence[float] = (0.5, 0.25), num_classes: int = 2, stem_channels: int = 3,
-                     name: Optional[str] = None, head_batch_norm: bool = True) -> keras.Model:
-    """Build the full classifier on (N, image_size, image_size, 1) float32 gray images in 0..255.
+                     name: Optional[str] = None, head_batch_norm: bool = True,
+                     image_channels: int = 1, pooling: str = "avg") -> keras.Model:
+    """Build the full classifier on (N, image_size, image_size, image_channels) float32 images in 0..255: one gray
+    channel (replicated to the stem's), or three (three views of a capture: input_handling.py's "views" rules).
 
+    `pooling`: "avg" (the paper), "max" or "concat" (`GlobalPool`; measured no better here, README "Pooling").
     Parts, by name: `preprocess` (`Preprocess` layer), `backbone` (sub-model, `resnet.build_backbone`), `avg_pool`,
     `head` (sub-model, `build_head`). `image_size=None` builds a size-agnostic model (at least 32 px at call time).
     """
     resnet.check_architecture(depth, layout)
     if image_size is not None and image_size < resnet.MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {resnet.MIN_IMAGE_SIZE} pixels, got {image_size}")
-    images = keras.Input(shape=(image_size, image_size, 1), dtype="float32", name="image")
+    if image_channels not in (1, stem_channels):
+        raise ValueError(f"image_channels must be 1 or the stem's {stem_channels}, got {image_channels}")
+    images = keras.Input(shape=(image_size, image_size, image_channels), dtype="float32", name="image")
     x = Preprocess(normalization, stem_channels, name="preprocess")(images)
     backbone = resnet.build_backbone(depth, layout, input_shape=(image_size, image_size, stem_channels),
                                      input_channels=stem_channels, name="backbone")
     x = backbone(x)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = build_head(backbone.feature_channels, head_units, head_dropout, num_classes,
+    # the pooling part keeps its name "avg_pool" whatever it pools (features, Grad-CAM and old runs look it up)
+    pool = (layers.GlobalAveragePooling2D(name="avg_pool") if pooling == "avg"
+            else GlobalPool(pooling, name="avg_pool"))
+    x = pool(x)
+    outputs = build_head(backbone.feature_channels * (2 if pooling == "concat" else 1), head_units, head_dropout, num_classes,
                          batch_norm=head_batch_norm)(x)
     return keras.Model(images, outputs, name=name or f"resnet{depth}_classifier")
 
@@ -140,6 +177,41 @@ def build_classifier_from_config(config, num_classes: int = 2) -> keras.Model:
                             normalization=model.normalization, head_units=tuple(model.head_units),
                             head_dropout=tuple(model.head_dropout), num_classes=num_classes,
                             head_batch_norm=model.head_batch_norm)
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """`model` computing in float32: a model trained under a mixed policy (bf16/fp16 compute, float32 variables) is
+    rebuilt from its config with every layer's policy float32 and given the same weights, so exports, serving and
+    TFLite compute as they always did; a float32 model is returned as it is."""
+    if all(layer.dtype_policy.name == "float32" for layer in _all_layers(model)):
+        return model
+    config = _float32_config(keras.saving.serialize_keras_object(model))
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # functional (sub-)models take the global policy when built
+    try:
+        rebuilt = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _float32_config(node):
+    if isinstance(node, dict):
+        if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(node.get("config"), dict):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: ("float32" if key == "dtype" and isinstance(value, str) and value.startswith("mixed_")
+                      else _float32_config(value)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_float32_config(value) for value in node]
+    return node
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def flops_per_image(depth: int, layout: str = "torchvision", image_size: int = 224,

@@ -187,3 +187,49 @@ def test_head_batch_norm_statistics_catch_up_within_a_few_epochs():
     bn0 = head.get_layer("bn0")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn0.moving_mean), features.mean(0), atol=0.01)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn0.moving_variance), features.var(0), rtol=0.5)
+
+
+def test_a_model_trained_under_bfloat16_is_served_in_float32_with_the_same_weights():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_classifier(18, image_size=32, head_units=(8,), head_dropout=(0.0,))
+        assert mixed.get_layer("backbone").layers[1].dtype_policy.name == "mixed_bfloat16"
+        served = classifier.as_float32(mixed)  # under the training policy still, as right after a run
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert served is not mixed
+    assert {layer.dtype_policy.name for layer in classifier._all_layers(served)} == {"float32"}
+    for a, b in zip(mixed.get_weights(), served.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    reference = build_classifier(18, image_size=32, head_units=(8,), head_dropout=(0.0,))
+    reference.set_weights(mixed.get_weights())
+    x = gray_batch()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(served(x)), keras.ops.convert_to_numpy(reference(x)),
+                               rtol=1e-6, atol=1e-6)
+    assert classifier.as_float32(reference) is reference
+
+
+@pytest.mark.parametrize("pooling, width", [("avg", 512), ("max", 512), ("concat", 1024)])
+def test_pooling_choices(pooling, width):
+    model = build_classifier(18, image_size=64, head_units=(8,), head_dropout=(0.0,), pooling=pooling)
+    features = keras.Model(model.inputs, model.get_layer("avg_pool").output)
+    x = gray_batch(size=64)
+    f = keras.ops.convert_to_numpy(features(x))
+    m = keras.ops.convert_to_numpy(model.get_layer("backbone")(model.get_layer("preprocess")(x)))
+    assert f.shape == (2, width)
+    mean, top = m.mean(axis=(1, 2)), m.max(axis=(1, 2))
+    expected = {"avg": mean, "max": top, "concat": np.concatenate([top, mean], -1)}[pooling]
+    np.testing.assert_allclose(f, expected, rtol=1e-5, atol=1e-6)
+    reloaded = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert type(reloaded.get_layer("avg_pool")) is type(model.get_layer("avg_pool"))
+
+
+def test_three_channel_images_reach_the_stem_unreplicated():
+    model = build_classifier(18, image_size=32, image_channels=3)
+    assert model.input.shape == (None, 32, 32, 3)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    pre = keras.ops.convert_to_numpy(model.get_layer("preprocess")(x))
+    np.testing.assert_allclose(pre, x / 127.5 - 1, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="image_channels"):
+        build_classifier(18, image_size=32, image_channels=2)
