@@ -49,7 +49,11 @@ def load_folder(data: str):
 
 
 # The package's rules (`preprocess.INPUT_RULES`: "resize", "detect") and measured alternatives (README: input handling).
-RULES = ("resize", "maxpool", "norm", "norm_max", "detect", "detect_extent", "detect_fixed", "detect_masked")
+RULES = ("resize", "maxpool", "norm", "norm_max", "detect", "detect_extent", "detect_fixed", "detect_masked",
+         "views", "views_wide")
+# three-channel rules: the 3 channels the stem takes are three views around the detected structure, not one gray
+# replicated — (native window sides as multiples of S, then the whole capture resized)
+VIEWS = {"views": (2, 8), "views_wide": (2, 4)}
 NORM_BACKGROUND = 16.0  # background-normalised rules: sky median → this grey level,
 NORM_LEVELS_PER_SIGMA = 8.0  # one robust noise sigma → this many levels (saturates at ~30 sigma)
 
@@ -62,6 +66,11 @@ def model_input(image, size: int, rule: str):
     if rule in preprocess.INPUT_RULES:
         return preprocess.to_model_input(image, size, rule)
     image = preprocess.to_grayscale(tf.cast(image, tf.float32))
+    if rule in VIEWS:
+        centre_y, centre_x = preprocess.detection_centre(image)
+        out = [preprocess.window_around(image, centre_y, centre_x, k * size, size) for k in VIEWS[rule]]
+        out.append(preprocess.pad_to_square(preprocess.fit_longer_side(image, size), size))
+        return tf.ensure_shape(tf.clip_by_value(tf.concat(out, -1), 0.0, 255.0), [size, size, 3])
     if rule in DETECT_VARIANTS:
         return tf.ensure_shape(preprocess.detection_window(image, size, **DETECT_VARIANTS[rule]), [size, size, 1])
     if rule == "detect_extent":
@@ -147,7 +156,8 @@ def train_and_score(x, y, train, test, args):
     from meteor_tf.training.phases import compile_for_phase
 
     keras.utils.set_random_seed(args.seed)
-    model = build_classifier(18, "torchvision", image_size=x.shape[1], normalization="unit")
+    model = build_classifier(18, "torchvision", image_size=x.shape[1], normalization="unit",
+                             image_channels=x.shape[-1], pooling=args.pooling)
     load_backbone(model.get_layer("backbone"), str(preset_path("resnet18_fashion_mnist")))
     if args.adabn:
         adapt_batch_norm(model, x[train], args.seed)
@@ -156,7 +166,7 @@ def train_and_score(x, y, train, test, args):
                                                                         args.lr_fine_tune)):
         if epochs <= 0:
             continue
-        freeze.set_phase(model, phase, frozen_convs=6)
+        freeze.set_phase(model, phase, frozen_convs=args.frozen_convs)
         compile_for_phase(model, lr)
         model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(lr, epochs * steps, alpha=1e-3)
         model.fit(_training_data(x[train], y[train], args), epochs=epochs, verbose=0)
@@ -249,6 +259,8 @@ def main(argv=None):
     p.add_argument("--lr_head", type=float, default=0.03)
     p.add_argument("--lr_fine_tune", type=float, default=0.003)
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--frozen_convs", type=int, default=6)
+    p.add_argument("--pooling", default="avg", choices=("avg", "max", "concat"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default="none", choices=("none", "flips", "on_side", "complete"))
     p.add_argument("--adabn", action="store_true", help="re-estimate the backbone's BatchNorm statistics on 256 "

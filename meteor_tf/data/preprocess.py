@@ -212,10 +212,16 @@ def line_response(image, widen: bool = True):
 
 def detection_window(image, size: int, mask_bands: bool = True, widen: bool = True) -> tf.Tensor:
     """(H, W, 1) float gray → (size, size, 1): the 2·size-pixel square of the full-resolution capture centred on
-    its strongest line-like structure (`line_response`, smoothed 5×5; with `mask_bands` the caption bands and
-    frame edges are not searched), resized to `size` and padded. A capture no larger than the window is the
-    "resize" rule's picture. The "detect" rule uses the defaults; benchmarks/input_handling.py measures the others."""
-    height, width = _height_width(image)
+    its strongest line-like structure (`detection_centre`), resized to `size` and padded. A capture no larger than
+    the window is the "resize" rule's picture. The "detect" rule uses the defaults; benchmarks/input_handling.py
+    measures the others."""
+    centre_y, centre_x = detection_centre(image, mask_bands, widen)
+    return window_around(image, centre_y, centre_x, 2 * size, size)
+
+
+def detection_centre(image, mask_bands: bool = True, widen: bool = True):
+    """(H, W, 1) float gray → (row, column) in the capture of its strongest line-like structure (`line_response`,
+    smoothed 5×5; with `mask_bands` the caption bands and frame edges are not searched)."""
     score, f = line_response(image, widen)
     score = tf.nn.avg_pool2d(score[None, ..., None], 5, 1, "SAME")[0, ..., 0]
     shape = tf.shape(score)
@@ -226,7 +232,7 @@ def detection_window(image, size: int, mask_bands: bool = True, widen: bool = Tr
                     & ((cols >= EDGE_BAND) & (cols < 1 - EDGE_BAND))[None, :])
         score = tf.where(searched, score, tf.zeros_like(score))
     flat = tf.argmax(tf.reshape(score, [-1]), output_type=tf.int32)
-    return window_around(image, (flat // shape[1]) * f + f // 2, (flat % shape[1]) * f + f // 2, 2 * size, size)
+    return (flat // shape[1]) * f + f // 2, (flat % shape[1]) * f + f // 2
 
 
 def window_around(image, centre_y, centre_x, side, size):
