@@ -238,15 +238,21 @@ class RuntimeConfig(_Part):
     """How and where it runs: none of it changes what is computed, so none of it is in the run id."""
 
     strategy: str = "auto"
-    mixed_precision: str = "auto"  # float32 on CPU, bfloat16/float16 on GPUs (distribute.auto_mixed_precision)
+    mixed_precision: str = "auto"  # bf16 where the CPU/GPU runs it natively, else float32 (distribute.auto_...)
     jit_compile: Optional[bool] = None  # None: Keras's "auto" (XLA on GPUs, off on CPU: measured, README)
     cache_features: bool = True
     output_dir: str = "runs"
     run_id: Optional[str] = None
+    fold_workers: int = 1  # processes training folds at once on this machine (experiment/claims.py)
 
     def __post_init__(self):
         _check("strategy", self.strategy, STRATEGIES)
         _check("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        if self.fold_workers < 1:
+            raise ValueError(f"--fold_workers must be at least 1, got {self.fold_workers}")
+        if self.fold_workers > 1 and self.strategy not in ("auto", "cpu"):
+            raise ValueError(f"--fold_workers={self.fold_workers} runs folds as separate processes on this machine; "
+                             f"it does not combine with --strategy={self.strategy} (use one or the other)")
 
 
 def part_of(config, part_class):
@@ -280,7 +286,7 @@ def _flat_paths() -> dict:
 FLAT = _flat_paths()
 # Fields that only change speed or where files go: they do not change the run id.
 NOT_IN_RUN_ID = ("strategy", "mixed_precision", "jit_compile", "cache_features", "output_dir", "run_id",
-                 "tfds_data_dir", "pretrain_cache_dir")
+                 "tfds_data_dir", "pretrain_cache_dir", "fold_workers")
 
 
 @dataclasses.dataclass(frozen=True, init=False)

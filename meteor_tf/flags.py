@@ -88,11 +88,16 @@ def define_flags() -> None:
     flags.DEFINE_enum("strategy", d.strategy, list(cfg.STRATEGIES),
                       "tf.distribute strategy; auto = MirroredStrategy over all GPUs when there are any.")
     flags.DEFINE_enum("mixed_precision", d.mixed_precision, list(cfg.MIXED_PRECISIONS),
-                      "Mixed precision policy. auto: float32 on CPU (measured fastest here), mixed_bfloat16 on GPUs "
-                      "of compute capability >= 8, mixed_float16 on 7.x.")
+                      "Mixed precision policy. auto: mixed_bfloat16 on a CPU with AVX512_BF16 or AMX (measured "
+                      "faster, same accuracy), float32 on other CPUs, mixed_bfloat16 on GPUs of compute capability "
+                      ">= 8, mixed_float16 on 7.x; a resumed run keeps the precision it started with.")
     flags.DEFINE_boolean("jit_compile", d.jit_compile,
                          "Compile train steps with XLA. Unset: Keras's rule (XLA on GPUs, off on CPU, where it "
                          "measured no faster once its longer tracing is counted).")
+    flags.DEFINE_integer("fold_workers", d.fold_workers,
+                         "Processes that train folds at once on this machine, the cores shared among them (2 on 2 "
+                         "cores: 1.29x at 64 px). Several machines can also share one --output_dir: run the same "
+                         "command on each; every fold and the final model is claimed by one worker.", lower_bound=1)
     flags.DEFINE_boolean("cache_features", d.cache_features,
                          "Train the head on backbone features computed once (frozen backbone, no augmentation).")
     flags.DEFINE_integer("seed", d.seed, "Seed for folds, shuffling and initialisation.")

@@ -17,6 +17,7 @@ goes through `RunDir`; a trial of a search is a run directory too (`<tuner_dir>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -184,14 +185,36 @@ class RunRecord:
 
     def __init__(self, run: RunDir):
         self.path = run.state
-        self.state = io.read_json(self.path) if self.path.exists() else {"phases": {}}
+        self.state = self._read()
+
+    def _read(self) -> dict:
+        return io.read_json(self.path) if self.path.exists() else {"phases": {}}
+
+    def refresh(self) -> None:
+        """Reads what other workers on this run directory have recorded since (experiment/claims.py)."""
+        self.state = self._read()
 
     def done(self, key: str) -> Optional[dict]:
         return self.state["phases"].get(key)
 
     def mark(self, key: str, result: dict) -> None:
-        self.state["phases"][key] = result
-        io.write_json(self.path, self.state)
+        # read, add, write under a lock: several workers may finish phases of one run at once
+        with _locked(self.path.with_name(self.path.name + ".lock")):
+            self.state = self._read()
+            self.state["phases"][key] = result
+            io.write_json(self.path, self.state)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def check_settings(run: RunDir, settings: dict, not_compared=()) -> None:

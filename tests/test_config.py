@@ -59,7 +59,7 @@ def test_flat_names_read_and_replace_through_their_parts():
     assert d.train.sgdr == SGDRConfig(t_mul=3.0, m_mul=0.5) and d.model.image_size == 64 and c.model.image_size == 224
     assert c.replace(model=ModelConfig(depth=50)).model.depth == 50
     assert ExperimentConfig.from_dict(c.to_nested_dict()) == c == ExperimentConfig.from_dict(c.to_dict())
-    assert set(c.to_dict()) == set(ExperimentConfig.flat_names()) and len(c.to_dict()) == 46  # as b8e2b99 had
+    assert set(c.to_dict()) == set(ExperimentConfig.flat_names()) and len(c.to_dict()) == 47  # b8e2b99's 46 and fold_workers
     with pytest.raises(AttributeError):
         c.dept  # noqa: B018
     with pytest.raises(TypeError, match="dept"):

@@ -3,6 +3,7 @@ runner and the tuner's trials use (`run_folds`), and the folds themselves (`make
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -179,16 +180,42 @@ def train_fold(context: FoldContext, fold: FoldData, name: str, seed: int,
 def run_folds(context: FoldContext, folds: List[FoldData],
               after_fold: Optional[Callable[[int, Dict[str, dict], float], None]] = None,
               progress: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, dict]]:
-    """Trains every fold in turn (fold k with `fold_seed(config, k)`); `after_fold(k, results, started)` runs after
-    each. Returns {fold name: {phase: result}}."""
+    """Trains every fold not yet recorded (fold k with `fold_seed(config, k)`), each under a claim (`claims.Claims`):
+    other processes working on the same run directory (`--fold_workers`, or the same command on other machines
+    sharing it) take the other folds, and this one waits for theirs. `after_fold(k, results, started)` runs after each
+    fold. Returns {fold name: {phase: result}} in fold order."""
+    from meteor_tf.experiment.claims import Claims
+
+    claims = Claims(context.run.path)
     per_fold: Dict[str, Dict[str, dict]] = {}
-    for k, fold in enumerate(folds):
-        started = time.time()
-        if progress is not None:
-            progress(f"fold {k + 1}/{len(folds)}: fit {len(fold.fit_idx)}, inner validation {len(fold.val_idx)}, "
-                     f"test {len(fold.test_idx)}")
-        per_fold[fold_name(k)], _ = train_fold(context, fold, fold_name(k), seed=fold_seed(context.config, k),
+    pending = list(range(len(folds)))
+    waiting_since = None
+    while pending:
+        context.record.refresh()
+        for k in list(pending):
+            name, started = fold_name(k), time.time()
+            if not part_done(context, name):
+                if not claims.try_claim(name):
+                    continue
+                context.record.refresh()  # the fold may have finished while we looked
+            with claims.heartbeat(name) if claims.mine(name) else contextlib.nullcontext():
+                if progress is not None and not part_done(context, name):
+                    progress(f"fold {k + 1}/{len(folds)}: fit {len(folds[k].fit_idx)}, inner validation "
+                             f"{len(folds[k].val_idx)}, test {len(folds[k].test_idx)}")
+                per_fold[name], _ = train_fold(context, folds[k], name, seed=fold_seed(context.config, k),
                                                need_model=False)
-        if after_fold is not None:
-            after_fold(k, per_fold[fold_name(k)], started)
-    return per_fold
+                if after_fold is not None:
+                    after_fold(k, per_fold[name], started)
+            pending.remove(k)
+        if pending:
+            if waiting_since is None and progress is not None:
+                progress(f"waiting for {', '.join(fold_name(k) for k in pending)}, claimed by other workers "
+                         f"({claims.dir})")
+            waiting_since = waiting_since or time.time()
+            time.sleep(min(5.0, claims.ttl / 4))
+    return {fold_name(k): per_fold[fold_name(k)] for k in range(len(folds))}
+
+
+def part_done(context: FoldContext, name: str) -> bool:
+    """Every phase of part `name` (a fold or the final model) is recorded in state.json."""
+    return all(context.record.done(f"{name}/{phase}") is not None for phase in _phases(context.config))

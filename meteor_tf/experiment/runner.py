@@ -8,6 +8,7 @@ phases are read back from state.json, and the phase in progress resumes from Ker
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from meteor_tf.evaluation import metrics as m
 from meteor_tf.evaluation import report
 from meteor_tf.evaluation.provenance import provenance, threads
 from meteor_tf.experiment.fold import FoldContext, FoldData, check_split, inner_split, make_folds, run_folds, \
-    train_fold
+    part_done, train_fold
 from meteor_tf.experiment.model_setup import initial_backbone_path
 from meteor_tf.experiment.runtime import PRECISION_KEY, keras_policy_name, make_runtime
 from meteor_tf.run_dir import FINAL, PHASES, RunDir, RunRecord, check_settings
@@ -57,8 +58,16 @@ def upgrade_checkpoints(run: RunDir) -> None:
             log.info("%s: checkpoint of an older meteor_tf, upgraded to today's layer names", path)
 
 
-def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = log.info) -> dict:
-    """Runs (or resumes) the whole experiment and writes the run directory. Returns the metrics dict."""
+def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = log.info, *,
+                   compare_threads: bool = True) -> dict:
+    """Runs (or resumes) the whole experiment and writes the run directory. Returns the metrics dict.
+
+    Several processes may run the same experiment on one run directory at once (`--fold_workers`, or the same
+    command on machines sharing `--output_dir`): each claims folds and the final model (experiment/claims.py), and
+    each ends with the whole report. `compare_threads=False`: no warning about thread settings that differ from the
+    run's start (the process that gathers `--fold_workers`' records trains nothing)."""
+    if config.runtime.fold_workers > 1:
+        return _run_with_fold_workers(config, progress)
     t0 = time.time()
     # the runtime first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work
     fresh = not (Path(config.output_dir) / config.derived_run_id()).exists()
@@ -66,7 +75,7 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
                            .read_provenance())
     run = prepare_run_dir(config, runtime.strategy)
     try:
-        return _run_in(config, run, runtime, progress, t0)
+        return _run_in(config, run, runtime, progress, t0, compare_threads)
     except DataError:
         if fresh:  # stopped by the data before anything was computed: leave no empty run folder behind
             shutil.rmtree(run.path, ignore_errors=True)
@@ -85,7 +94,7 @@ def check_threads(run: RunDir) -> bool:
     return True
 
 
-def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float) -> dict:
+def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float, compare_threads: bool) -> dict:
     from meteor_tf.data.dataset import load_examples
 
     strategy, batch_size = runtime.strategy, runtime.batch_size
@@ -96,7 +105,7 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float)
 
         io.write_json(run.provenance, {**provenance(config.seed), PRECISION_KEY: runtime.precision,
                                        "cpu_bf16": cpu_bf16_path()})
-    else:
+    elif compare_threads:
         check_threads(run)
     record = RunRecord(run)
     # weights first: a missing ImageNet file stops the run at once, before data generation or loading
@@ -129,8 +138,7 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float)
         result = summarise(config, examples, folds, per_fold, run)
         if config.retrain_final:
             t = time.time()
-            progress("retraining the final model on all the data with the CV settings")
-            result["final"] = train_final(context, result["threshold"]["value"])
+            result["final"] = claim_final(context, result["threshold"]["value"], progress)
             recorded = sum((record.done(f"{FINAL}/{p}") or {}).get("seconds", 0.0) for p in PHASES)
             timings["final model"] = max(recorded, time.time() - t)
     timings["total (this process)"] = time.time() - t0
@@ -176,6 +184,67 @@ def summarise(config, examples, folds, per_fold, run: RunDir) -> dict:
             "per_fold": {fold: {p: r[p]["test"] for p in r} for fold, r in per_fold.items()},
             "lr": {fold: {p: r[p]["lr"] for p in r} for fold, r in per_fold.items()},
             "config": config.to_dict()}
+
+
+def claim_final(context: FoldContext, threshold: float, progress) -> dict:
+    """`train_final` by whichever worker of the run claims the final model; the others wait for it."""
+    from meteor_tf.experiment.claims import Claims
+
+    claims, said = Claims(context.run.path), False
+    while True:
+        context.record.refresh()
+        if part_done(context, FINAL) and context.run.has_final_model():
+            return train_final(context, threshold)  # recorded: nothing is trained again
+        if claims.try_claim(FINAL):
+            with claims.heartbeat(FINAL):
+                progress("retraining the final model on all the data with the CV settings")
+                context.record.refresh()
+                return train_final(context, threshold)
+        if not said:
+            progress(f"waiting for the final model, claimed by another worker ({claims.dir})")
+            said = True
+        time.sleep(min(5.0, claims.ttl / 4))
+
+
+def _run_with_fold_workers(config: ExperimentConfig, progress) -> dict:
+    """`--fold_workers=N`: N processes (spawned, each on its share of the cores) work on the run at once; then this
+    process, which trained nothing, reads their records and writes the report."""
+    import multiprocessing
+
+    n = config.runtime.fold_workers
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    share = max(1, len(cores) // n)
+    single = config.replace(fold_workers=1)
+    progress(f"--fold_workers={n}: {n} processes, {share} core(s) each ({len(cores)} usable)")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_fold_worker, name=f"fold-worker-{i}",
+                               args=(single.to_dict(), i, cores[i * share:(i + 1) * share] if len(cores) >= n
+                                     else cores))
+               for i in range(n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    failed = [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)} stopped; the run directory keeps what was finished: rerun the same "
+                           "command to resume")
+    return run_experiment(single, progress, compare_threads=False)
+
+
+def _fold_worker(settings: dict, index: int, cores) -> None:
+    """One worker process of `--fold_workers`: pinned to `cores`, TensorFlow on as many threads."""
+    import logging as logging_
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(len(cores))
+    tf.config.threading.set_inter_op_parallelism_threads(len(cores))
+    logging_.basicConfig(level=logging_.INFO, format=f"[worker {index}] %(message)s", force=True)
+    logging_.getLogger("meteor_tf").setLevel(logging_.INFO)
+    run_experiment(ExperimentConfig.from_dict(settings))
 
 
 def train_final(context: FoldContext, threshold: float) -> dict:
