@@ -3,6 +3,7 @@ one compiled head that trains on them for every fold."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,8 @@ import numpy as np
 from meteor_tf import METEOR, io
 from meteor_tf.config import ExperimentConfig
 from meteor_tf.experiment.model_setup import build_model
+
+log = logging.getLogger("meteor_tf")
 
 
 def use_cached_features(config: ExperimentConfig) -> bool:
@@ -24,11 +27,18 @@ def backbone_features(config: ExperimentConfig, images: np.ndarray, backbone_pat
     import keras
 
     if cache_path.exists():
-        return np.load(cache_path)
+        feats = np.load(cache_path)
+        if feats.dtype.kind == "f":
+            return feats
+        # written under mixed_bfloat16 before features were stored as float32: NumPy reads bfloat16 back as raw
+        # 2-byte voids, and a head trained on those is at chance — recompute
+        log.warning("%s holds %s values, not floats (a bfloat16 run's cache of an older meteor_tf): recomputing it",
+                    cache_path, feats.dtype)
     model = build_model(config, backbone_path, config.seed)
     extractor = keras.Model(model.inputs, model.get_layer("avg_pool").output)
-    feats = extractor.predict(images, batch_size=batch_size, verbose=0)
-    with io.atomic_path(cache_path) as partial:
+    # float32 whatever the policy: np.save keeps bfloat16 as a dtype np.load cannot read back
+    feats = np.asarray(extractor.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    with io.atomic_path(cache_path, unique=True) as partial:
         np.save(partial, feats)
     return feats
 

@@ -286,3 +286,26 @@ def test_auto_precision_on_a_bf16_cpu_is_recorded_kept_on_resume_and_served_in_f
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     finally:
         distribute.set_mixed_precision("none")
+
+
+def test_features_cached_under_bfloat16_are_read_back_as_the_same_floats(tmp_path, backbone_file, caplog):
+    """np.save keeps a bfloat16 array as 2-byte voids that np.load cannot read as numbers: a resumed (or parallel)
+    bf16 run trained its heads on garbage (AUC 0.5) before the cache was stored as float32."""
+    import keras
+
+    config = tiny_config(tmp_path, tmp_path, pretrain="fashion_mnist", weights=str(backbone_file))
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 1)).astype("float32")
+    cache = tmp_path / "features.npy"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        first = features.backbone_features(config, images, backbone_file, cache, 4)
+        again = features.backbone_features(config, images, backbone_file, cache, 4)  # from the file
+        np.save(cache, first.astype(keras.ops.convert_to_numpy(keras.ops.zeros(1, "bfloat16")).dtype))  # older file
+        with caplog.at_level("WARNING", logger="meteor_tf"):
+            recomputed = features.backbone_features(config, images, backbone_file, cache, 4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert first.dtype == again.dtype == recomputed.dtype == np.float32
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, recomputed)
+    assert "recomputing it" in caplog.text and np.load(cache).dtype == np.float32
