@@ -148,7 +148,7 @@ class RunDir:
         return io.read_json(self.final.model_info)
 
     def write_model_info(self, threshold: float, config: dict, normalization: str) -> None:
-        io.write_json(self.final.model_info, {
+        io.write_json(self.final.model_info, unique=True, obj={
             "threshold": threshold, "threshold_source": "pooled CV inner-validation predictions",
             "config": config, "class_names": list(CLASS_NAMES), "normalization": normalization})
 

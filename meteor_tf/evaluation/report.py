@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from meteor_tf import CLASS_NAMES
+from meteor_tf import CLASS_NAMES, io
 from meteor_tf.config import input_rule_of
 from meteor_tf.evaluation import metrics as m
 
@@ -76,7 +76,8 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with io.atomic_path(path, unique=True) as partial:  # unique: parallel fold workers each write the report
+        fig.savefig(partial, dpi=120)
     plt.close(fig)
 
 
@@ -104,5 +105,6 @@ def plot_learning_curves(histories: Dict[str, List[dict]], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with io.atomic_path(path, unique=True) as partial:
+        fig.savefig(partial, dpi=110)
     plt.close(fig)

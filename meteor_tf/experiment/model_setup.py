@@ -32,7 +32,7 @@ def initial_backbone_path(config: ExperimentConfig, run: RunDir) -> Optional[Pat
     else:
         source = Path(config.weights) if config.weights else fashion_mnist_source(config)
         w.load_backbone(backbone, str(source))
-    with io.atomic_path(path) as partial:
+    with io.atomic_path(path, unique=True) as partial:  # unique: parallel workers (h5py locks the file)
         w.save_backbone(backbone, str(partial))
     return path
 

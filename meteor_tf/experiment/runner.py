@@ -44,7 +44,7 @@ def prepare_run_dir(config: ExperimentConfig, strategy=None) -> RunDir:
     path.mkdir(parents=True, exist_ok=True)
     run = RunDir(path)
     check_settings(run, config.to_dict(), ExperimentConfig.NOT_IN_RUN_ID)
-    io.write_json(run.flags, config.to_dict())
+    io.write_json(run.flags, config.to_dict(), unique=True)  # unique: workers on one run write it at once
     upgrade_checkpoints(run)
     return run
 
@@ -59,13 +59,14 @@ def upgrade_checkpoints(run: RunDir) -> None:
 
 
 def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = log.info, *,
-                   compare_threads: bool = True) -> dict:
+                   compare_threads: bool = True, setup_only: bool = False) -> dict:
     """Runs (or resumes) the whole experiment and writes the run directory. Returns the metrics dict.
 
     Several processes may run the same experiment on one run directory at once (`--fold_workers`, or the same
     command on machines sharing `--output_dir`): each claims folds and the final model (experiment/claims.py), and
     each ends with the whole report. `compare_threads=False`: no warning about thread settings that differ from the
-    run's start (the process that gathers `--fold_workers`' records trains nothing)."""
+    run's start (the process that gathers `--fold_workers`' records trains nothing). `setup_only`: stop once what
+    every fold shares (dataset, backbone file, folds, cached features) is on disk; returns {}."""
     if config.runtime.fold_workers > 1:
         return _run_with_fold_workers(config, progress)
     t0 = time.time()
@@ -75,7 +76,7 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
                            .read_provenance())
     run = prepare_run_dir(config, runtime.strategy)
     try:
-        return _run_in(config, run, runtime, progress, t0, compare_threads)
+        return _run_in(config, run, runtime, progress, t0, compare_threads, setup_only)
     except DataError:
         if fresh:  # stopped by the data before anything was computed: leave no empty run folder behind
             shutil.rmtree(run.path, ignore_errors=True)
@@ -94,7 +95,8 @@ def check_threads(run: RunDir) -> bool:
     return True
 
 
-def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float, compare_threads: bool) -> dict:
+def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float, compare_threads: bool,
+            setup_only: bool = False) -> dict:
     from meteor_tf.data.dataset import load_examples
 
     strategy, batch_size = runtime.strategy, runtime.batch_size
@@ -104,7 +106,7 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float,
         from meteor_tf.training.distribute import cpu_bf16_path
 
         io.write_json(run.provenance, {**provenance(config.seed), PRECISION_KEY: runtime.precision,
-                                       "cpu_bf16": cpu_bf16_path()})
+                                       "cpu_bf16": cpu_bf16_path()}, unique=True)
     elif compare_threads:
         check_threads(run)
     record = RunRecord(run)
@@ -127,9 +129,11 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float,
     with strategy.scope():
         context = FoldContext.create(config, examples, run, record, backbone_path, batch_size, progress)
         timings["cached features"] = time.time() - t
+        if setup_only:
+            return {}
 
         def after_fold(k: int, results: Dict[str, dict], started: float) -> None:
-            io.write_json(run.fold(k).metrics, {phase: r["test"] for phase, r in results.items()})
+            io.write_json(run.fold(k).metrics, {phase: r["test"] for phase, r in results.items()}, unique=True)
             # the phases' own recorded seconds: a fold finished by an earlier (killed) process keeps its real time
             recorded = sum(r.get("seconds", 0.0) for r in results.values())
             timings[f"fold {k}"] = max(recorded, time.time() - started)
@@ -143,10 +147,10 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float,
             timings["final model"] = max(recorded, time.time() - t)
     timings["total (this process)"] = time.time() - t0
     result["timings"] = timings
-    io.write_json(run.metrics, result)
-    run.summary.write_text(report.summary_markdown(
+    io.write_json(run.metrics, result, unique=True)
+    io.write_text(run.summary, report.summary_markdown(
         config.to_dict(), result["stats"], result["threshold"], examples.skipped, timings,
-        title=f"meteor_tf run {run.name}"))
+        title=f"meteor_tf run {run.name}"), unique=True)
     progress(f"summary: {run.summary}")
     return result
 
@@ -215,6 +219,8 @@ def _run_with_fold_workers(config: ExperimentConfig, progress) -> dict:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     share = max(1, len(cores) // n)
     single = config.replace(fold_workers=1)
+    progress(f"--fold_workers={n}: preparing what the folds share (dataset, backbone, folds, cached features)")
+    run_experiment(single, progress, setup_only=True)  # once, here: workers building one tfds dataset would race
     progress(f"--fold_workers={n}: {n} processes, {share} core(s) each ({len(cores)} usable)")
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_fold_worker, name=f"fold-worker-{i}",
