@@ -16,7 +16,7 @@ from meteor_tf.evaluation import metrics as m
 from meteor_tf.experiment.features import CachedHead, backbone_features, predict_meteor, use_cached_features
 from meteor_tf.experiment.model_setup import build_model
 from meteor_tf.experiment.phase import run_phase
-from meteor_tf.run_dir import RunDir, RunRecord, check_or_record_split, fold_name
+from meteor_tf.run_dir import FINAL, RunDir, RunRecord, check_or_record_split, fold_name
 
 log = logging.getLogger("meteor_tf")
 
@@ -179,41 +179,52 @@ def train_fold(context: FoldContext, fold: FoldData, name: str, seed: int,
 
 def run_folds(context: FoldContext, folds: List[FoldData],
               after_fold: Optional[Callable[[int, Dict[str, dict], float], None]] = None,
-              progress: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, dict]]:
-    """Trains every fold not yet recorded (fold k with `fold_seed(config, k)`), each under a claim (`claims.Claims`):
-    other processes working on the same run directory (`--fold_workers`, or the same command on other machines
-    sharing it) take the other folds, and this one waits for theirs. `after_fold(k, results, started)` runs after each
-    fold. Returns {fold name: {phase: result}} in fold order."""
+              progress: Optional[Callable[[str], None]] = None,
+              extra: Optional[Dict[str, Callable[[], object]]] = None) -> Dict[str, Dict[str, dict]]:
+    """Trains every fold not yet recorded (fold k with `fold_seed(config, k)`), then each `extra` unit ({part name:
+    a function that trains it}, e.g. the final model), each under a claim (`claims.Claims`): other processes working
+    on the same run directory (`--fold_workers`, or the same command on other machines sharing it) take the other
+    units, and this one waits for theirs. `after_fold(k, results, started)` runs after each fold. Returns {fold name:
+    {phase: result}} in fold order."""
     from meteor_tf.experiment.claims import Claims
 
-    claims = Claims(context.run.path)
+    claims, extra = Claims(context.run.path), dict(extra or {})
     per_fold: Dict[str, Dict[str, dict]] = {}
-    pending = list(range(len(folds)))
+    pending = [fold_name(k) for k in range(len(folds))] + list(extra)
     waiting_since = None
     while pending:
         context.record.refresh()
-        for k in list(pending):
-            name, started = fold_name(k), time.time()
-            if not part_done(context, name):
+        for name in list(pending):
+            started = time.time()
+            if not unit_done(context, name):
                 if not claims.try_claim(name):
                     continue
-                context.record.refresh()  # the fold may have finished while we looked
+                context.record.refresh()  # the unit may have finished while we looked
             with claims.heartbeat(name) if claims.mine(name) else contextlib.nullcontext():
-                if progress is not None and not part_done(context, name):
-                    progress(f"fold {k + 1}/{len(folds)}: fit {len(folds[k].fit_idx)}, inner validation "
-                             f"{len(folds[k].val_idx)}, test {len(folds[k].test_idx)}")
-                per_fold[name], _ = train_fold(context, folds[k], name, seed=fold_seed(context.config, k),
-                                               need_model=False)
-                if after_fold is not None:
-                    after_fold(k, per_fold[name], started)
-            pending.remove(k)
+                if name in extra:
+                    if not unit_done(context, name):
+                        extra[name]()
+                else:
+                    k = int(name.rsplit("_", 1)[1])
+                    if progress is not None and not part_done(context, name):
+                        progress(f"fold {k + 1}/{len(folds)}: fit {len(folds[k].fit_idx)}, inner validation "
+                                 f"{len(folds[k].val_idx)}, test {len(folds[k].test_idx)}")
+                    per_fold[name], _ = train_fold(context, folds[k], name, seed=fold_seed(context.config, k),
+                                                   need_model=False)
+                    if after_fold is not None:
+                        after_fold(k, per_fold[name], started)
+            pending.remove(name)
         if pending:
             if waiting_since is None and progress is not None:
-                progress(f"waiting for {', '.join(fold_name(k) for k in pending)}, claimed by other workers "
-                         f"({claims.dir})")
+                progress(f"waiting for {', '.join(pending)}, claimed by other workers ({claims.dir})")
             waiting_since = waiting_since or time.time()
             time.sleep(min(5.0, claims.ttl / 4))
     return {fold_name(k): per_fold[fold_name(k)] for k in range(len(folds))}
+
+
+def unit_done(context: FoldContext, name: str) -> bool:
+    """Part `name` is finished: every phase recorded and, for the final model, its model.keras saved."""
+    return part_done(context, name) and (name != FINAL or context.run.final.model.exists())
 
 
 def part_done(context: FoldContext, name: str) -> bool:

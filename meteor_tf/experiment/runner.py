@@ -23,7 +23,7 @@ from meteor_tf.evaluation import metrics as m
 from meteor_tf.evaluation import report
 from meteor_tf.evaluation.provenance import provenance, threads
 from meteor_tf.experiment.fold import FoldContext, FoldData, check_split, inner_split, make_folds, run_folds, \
-    part_done, train_fold
+    train_fold
 from meteor_tf.experiment.model_setup import initial_backbone_path
 from meteor_tf.experiment.runtime import PRECISION_KEY, keras_policy_name, make_runtime
 from meteor_tf.run_dir import FINAL, PHASES, RunDir, RunRecord, check_settings
@@ -138,13 +138,14 @@ def _run_in(config: ExperimentConfig, run: RunDir, runtime, progress, t0: float,
             recorded = sum(r.get("seconds", 0.0) for r in results.values())
             timings[f"fold {k}"] = max(recorded, time.time() - started)
 
-        per_fold = run_folds(context, folds, after_fold, progress)
+        # the final model needs only the settings, not the folds' results (the threshold goes into its model_info
+        # afterwards): one more unit of the fold loop, so a parallel worker trains it beside the last folds
+        final = {FINAL: lambda: train_final_model(context, progress)} if config.retrain_final else {}
+        per_fold = run_folds(context, folds, after_fold, progress, extra=final)
         result = summarise(config, examples, folds, per_fold, run)
         if config.retrain_final:
-            t = time.time()
-            result["final"] = claim_final(context, result["threshold"]["value"], progress)
-            recorded = sum((record.done(f"{FINAL}/{p}") or {}).get("seconds", 0.0) for p in PHASES)
-            timings["final model"] = max(recorded, time.time() - t)
+            result["final"] = finish_final(context, result["threshold"]["value"])
+            timings["final model"] = sum((record.done(f"{FINAL}/{p}") or {}).get("seconds", 0.0) for p in PHASES)
     timings["total (this process)"] = time.time() - t0
     result["timings"] = timings
     io.write_json(run.metrics, result, unique=True)
@@ -190,26 +191,6 @@ def summarise(config, examples, folds, per_fold, run: RunDir) -> dict:
             "config": config.to_dict()}
 
 
-def claim_final(context: FoldContext, threshold: float, progress) -> dict:
-    """`train_final` by whichever worker of the run claims the final model; the others wait for it."""
-    from meteor_tf.experiment.claims import Claims
-
-    claims, said = Claims(context.run.path), False
-    while True:
-        context.record.refresh()
-        if part_done(context, FINAL) and context.run.has_final_model():
-            return train_final(context, threshold)  # recorded: nothing is trained again
-        if claims.try_claim(FINAL):
-            with claims.heartbeat(FINAL):
-                progress("retraining the final model on all the data with the CV settings")
-                context.record.refresh()
-                return train_final(context, threshold)
-        if not said:
-            progress(f"waiting for the final model, claimed by another worker ({claims.dir})")
-            said = True
-        time.sleep(min(5.0, claims.ttl / 4))
-
-
 def _run_with_fold_workers(config: ExperimentConfig, progress) -> dict:
     """`--fold_workers=N`: N processes (spawned, each on its share of the cores) work on the run at once; then this
     process, which trained nothing, reads their records and writes the report."""
@@ -253,19 +234,37 @@ def _fold_worker(settings: dict, index: int, cores) -> None:
     run_experiment(ExperimentConfig.from_dict(settings))
 
 
-def train_final(context: FoldContext, threshold: float) -> dict:
-    """Retrains on all the data (an inner validation split still picks the checkpoint) and saves the model."""
-    config, examples, run = context.config, context.examples, context.run
+def final_fold(context: FoldContext) -> FoldData:
+    """All the data as the final model's training split (an inner validation split still picks the checkpoint)."""
+    config, examples = context.config, context.examples
     all_idx = np.arange(len(examples.labels))
-    fold = inner_split(config, all_idx, examples.labels, examples.groups, np.zeros((0,), dtype=int))
-    results, model = train_fold(context, fold, FINAL, seed=config.seed)
-    model_path = run.final.model
+    return inner_split(config, all_idx, examples.labels, examples.groups, np.zeros((0,), dtype=int))
+
+
+def train_final_model(context: FoldContext, progress=log.info) -> Dict[str, dict]:
+    """Retrains on all the data with the CV settings and saves final/model.keras (resumable like a fold)."""
+    progress("retraining the final model on all the data with the CV settings")
+    results, model = train_fold(context, final_fold(context), FINAL, seed=context.config.seed)
+    model_path = context.run.final.model
     if not model_path.exists():
-        with io.atomic_path(model_path) as partial:
+        with io.atomic_path(model_path, unique=True) as partial:
             model.save(str(partial))
+    return results
+
+
+def finish_final(context: FoldContext, threshold: float) -> dict:
+    """The trained final model's record, with the CV's recall-first threshold stored beside it (model_info.json)."""
+    config, run = context.config, context.run
+    results, _ = train_fold(context, final_fold(context), FINAL, seed=config.seed, need_model=False)  # recorded
     run.write_model_info(threshold, config.to_dict(), config.normalization)
-    return {"model": str(model_path), "threshold": threshold,
+    return {"model": str(run.final.model), "threshold": threshold,
             "lr": {p: r["lr"] for p, r in results.items()}}
+
+
+def train_final(context: FoldContext, threshold: float) -> dict:
+    """`train_final_model`, then `finish_final`: the final model of a run whose CV is done."""
+    train_final_model(context)
+    return finish_final(context, threshold)
 
 
 __all__ = ["FoldData", "prepare_run_dir", "run_experiment", "check_threads", "summarise", "train_final"]
