@@ -95,9 +95,10 @@ def define_flags() -> None:
                          "Compile train steps with XLA. Unset: Keras's rule (XLA on GPUs, off on CPU, where it "
                          "measured no faster once its longer tracing is counted).")
     flags.DEFINE_integer("fold_workers", d.fold_workers,
-                         "Processes that train folds at once on this machine, the cores shared among them (2 on 2 "
-                         "cores: 1.29x at 64 px). Several machines can also share one --output_dir: run the same "
-                         "command on each; every fold and the final model is claimed by one worker.", lower_bound=1)
+                         "Processes that train folds (and the final model) at once on this machine, the cores shared "
+                         "among them (README: measured speed-ups). Several machines can also share one --output_dir: "
+                         "run the same command on each; every fold and the final model is claimed by one worker.",
+                         lower_bound=1)
     flags.DEFINE_boolean("cache_features", d.cache_features,
                          "Train the head on backbone features computed once (frozen backbone, no augmentation).")
     flags.DEFINE_integer("seed", d.seed, "Seed for folds, shuffling and initialisation.")
