@@ -190,22 +190,21 @@ def run_folds(context: FoldContext, folds: List[FoldData],
 
     claims, extra = Claims(context.run.path), dict(extra or {})
     per_fold: Dict[str, Dict[str, dict]] = {}
-    pending = [fold_name(k) for k in range(len(folds))] + list(extra)
-    waiting_since = None
+    pending = [(fold_name(k), k) for k in range(len(folds))] + [(name, None) for name in extra]
+    said = False
     while pending:
         context.record.refresh()
-        for name in list(pending):
+        for name, k in list(pending):
             started = time.time()
             if not unit_done(context, name):
                 if not claims.try_claim(name):
                     continue
                 context.record.refresh()  # the unit may have finished while we looked
             with claims.heartbeat(name) if claims.mine(name) else contextlib.nullcontext():
-                if name in extra:
+                if k is None:
                     if not unit_done(context, name):
                         extra[name]()
                 else:
-                    k = int(name.rsplit("_", 1)[1])
                     if progress is not None and not part_done(context, name):
                         progress(f"fold {k + 1}/{len(folds)}: fit {len(folds[k].fit_idx)}, inner validation "
                                  f"{len(folds[k].val_idx)}, test {len(folds[k].test_idx)}")
@@ -213,11 +212,12 @@ def run_folds(context: FoldContext, folds: List[FoldData],
                                                    need_model=False)
                     if after_fold is not None:
                         after_fold(k, per_fold[name], started)
-            pending.remove(name)
+            pending.remove((name, k))
         if pending:
-            if waiting_since is None and progress is not None:
-                progress(f"waiting for {', '.join(pending)}, claimed by other workers ({claims.dir})")
-            waiting_since = waiting_since or time.time()
+            if not said and progress is not None:
+                progress(f"waiting for {', '.join(name for name, _ in pending)}, claimed by other workers "
+                         f"({claims.dir})")
+                said = True
             time.sleep(min(5.0, claims.ttl / 4))
     return {fold_name(k): per_fold[fold_name(k)] for k in range(len(folds))}
 

@@ -71,9 +71,9 @@ def run_experiment(config: ExperimentConfig, progress: Callable[[str], None] = l
         return _run_with_fold_workers(config, progress)
     t0 = time.time()
     # the runtime first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work
-    fresh = not (Path(config.output_dir) / config.derived_run_id()).exists()
-    runtime = make_runtime(config, None if fresh else RunDir(Path(config.output_dir) / config.derived_run_id())
-                           .read_provenance())
+    path = Path(config.output_dir) / config.derived_run_id()
+    fresh = not path.exists()
+    runtime = make_runtime(config, None if fresh else RunDir(path).read_provenance())
     run = prepare_run_dir(config, runtime.strategy)
     try:
         return _run_in(config, run, runtime, progress, t0, compare_threads, setup_only)
@@ -221,16 +221,14 @@ def _run_with_fold_workers(config: ExperimentConfig, progress) -> dict:
 
 def _fold_worker(settings: dict, index: int, cores) -> None:
     """One worker process of `--fold_workers`: pinned to `cores`, TensorFlow on as many threads."""
-    import logging as logging_
-
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(len(cores))
     tf.config.threading.set_inter_op_parallelism_threads(len(cores))
-    logging_.basicConfig(level=logging_.INFO, format=f"[worker {index}] %(message)s", force=True)
-    logging_.getLogger("meteor_tf").setLevel(logging_.INFO)
+    logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s", force=True)
+    log.setLevel(logging.INFO)
     run_experiment(ExperimentConfig.from_dict(settings))
 
 
@@ -261,10 +259,5 @@ def finish_final(context: FoldContext, threshold: float) -> dict:
             "lr": {p: r["lr"] for p, r in results.items()}}
 
 
-def train_final(context: FoldContext, threshold: float) -> dict:
-    """`train_final_model`, then `finish_final`: the final model of a run whose CV is done."""
-    train_final_model(context)
-    return finish_final(context, threshold)
-
-
-__all__ = ["FoldData", "prepare_run_dir", "run_experiment", "check_threads", "summarise", "train_final"]
+__all__ = ["FoldData", "prepare_run_dir", "run_experiment", "check_threads", "summarise", "train_final_model",
+           "finish_final"]

@@ -144,7 +144,7 @@ def build_classifier(depth: int, layout: str = "torchvision", image_size: Option
     """Build the full classifier on (N, image_size, image_size, image_channels) float32 images in 0..255: one gray
     channel (replicated to the stem's), or three (three views of a capture: input_handling.py's "views" rules).
 
-    `pooling`: "avg" (the paper), "max" or "concat" (`GlobalPool`; measured no better here, README "Pooling").
+    `pooling`: "avg" (the paper), "max" or "concat" (`GlobalPool`; no better here: README "Settings search on 4.0.0").
     Parts, by name: `preprocess` (`Preprocess` layer), `backbone` (sub-model, `resnet.build_backbone`), `avg_pool`,
     `head` (sub-model, `build_head`). `image_size=None` builds a size-agnostic model (at least 32 px at call time).
     """
@@ -162,8 +162,7 @@ def build_classifier(depth: int, layout: str = "torchvision", image_size: Option
     pool = (layers.GlobalAveragePooling2D(name="avg_pool") if pooling == "avg"
             else GlobalPool(pooling, name="avg_pool"))
     x = pool(x)
-    outputs = build_head(backbone.feature_channels * (2 if pooling == "concat" else 1), head_units, head_dropout, num_classes,
-                         batch_norm=head_batch_norm)(x)
+    outputs = build_head(x.shape[-1], head_units, head_dropout, num_classes, batch_norm=head_batch_norm)(x)
     return keras.Model(images, outputs, name=name or f"resnet{depth}_classifier")
 
 
@@ -208,6 +207,7 @@ def _float32_config(node):
 
 
 def _all_layers(model):
+    """Every layer of `model`, nested models and their layers included."""
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
@@ -240,8 +240,4 @@ def count_flops(model: keras.Model) -> int:
 
 
 def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    return (layer for layer in _all_layers(model) if not isinstance(layer, keras.Model))
